@@ -1,0 +1,146 @@
+"""`ModelSpec`: the compound-scaling knobs of a member, as plain data, and the five named members.
+
+The paper scales a detector by input size and number of stages together first, then depth, then
+width. A spec holds exactly those knobs (plus activation and anchors); `ModelSpec.scale` applies them
+in that order, so YOLOv4-P6 and P7 are P5 scaled (see `tests/test_models.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from scaledyolo.errors import UserError
+
+# The paper's per-stage depths of the CSP backbone for the large members (stages 1..7).
+LARGE_STAGE_DEPTHS = [1, 3, 15, 15, 7, 7, 7]
+
+COCO80_ANCHORS = {
+    "yolov4-tiny": [[23, 27, 37, 58, 81, 82], [81, 82, 135, 169, 344, 319]],
+    "yolov4-csp": [[12, 16, 19, 36, 40, 28], [36, 75, 76, 55, 72, 146], [142, 110, 192, 243, 459, 401]],
+    "yolov4-p5": [[13, 17, 31, 25, 24, 51, 61, 45], [48, 102, 119, 96, 97, 189, 217, 184],
+                  [171, 384, 324, 451, 616, 618, 800, 800]],
+    "yolov4-p6": [[13, 17, 31, 25, 24, 51, 61, 45], [61, 45, 48, 102, 119, 96, 97, 189],
+                  [97, 189, 217, 184, 171, 384, 324, 451], [324, 451, 545, 357, 616, 618, 1024, 1024]],
+    "yolov4-p7": [[13, 17, 22, 25, 27, 66, 55, 41], [57, 88, 112, 69, 69, 177, 136, 138],
+                  [136, 138, 287, 114, 134, 275, 268, 248], [268, 248, 232, 504, 445, 416, 640, 640],
+                  [812, 393, 477, 808, 1070, 908, 1408, 1408]],
+}
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to build a member; serialisable with `to_dict` / `from_dict`.
+
+    arch: 'tiny' (CSPOSANet), 'csp' (CSPDarknet53s + CSP-PAN) or 'large' (fully CSP, P5-P7).
+    stages: stride-2 stages of the backbone; the detection levels run from stride 8 (16 for tiny)
+    to 2**stages. depths: residual units per backbone stage. neck_depth: units per neck CSP block.
+    anchors: per level (increasing stride), flat [w0, h0, w1, h1, ...] in input pixels.
+    decode: 'darknet' (sigmoid * scale_xy offsets, exp sizes) or 'scaled' (2 sigma - 0.5, (2 sigma)^2).
+    """
+
+    name: str
+    arch: str
+    img_size: int
+    stages: int
+    depths: list[int]
+    width: float
+    activation: str
+    anchors: list[list[float]]
+    neck_depth: int = 3
+    num_classes: int = 80
+    decode: str = "scaled"
+    scale_xy: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchors[0]) // 2
+
+    @property
+    def strides(self) -> list[int]:
+        top = 2 ** self.stages
+        return [top // 2 ** i for i in range(self.num_levels)][::-1]
+
+    @property
+    def max_stride(self) -> int:
+        return max(self.strides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"unknown model spec keys: {', '.join(sorted(unknown))}")
+        return cls(**copy.deepcopy(data))
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        data = self.to_dict()
+        data.update(changes)
+        return ModelSpec.from_dict(data)
+
+    def scale(self, img_size: int | None = None, stages: int | None = None, depth: float = 1.0,
+              width: float = 1.0, anchors: list[list[float]] | None = None, name: str | None = None) -> "ModelSpec":
+        """A new member by compound scaling: input size and stages first, then depth, then width.
+
+        `depth` and `width` multiply the current per-stage depths and width; new stages take the
+        paper's depths (1, 3, 15, 15, 7, 7, 7). Anchors default to those of the named member with the
+        same number of levels (else the current ones are kept when the level count is unchanged).
+        """
+        stages = self.stages if stages is None else stages
+        if self.arch != "large" and stages != self.stages:
+            raise UserError(f"{self.name}: only the large architecture scales its number of stages")
+        if not 3 <= stages <= len(LARGE_STAGE_DEPTHS):
+            raise UserError(f"stages must be between 3 and {len(LARGE_STAGE_DEPTHS)}, got {stages}")
+        base = self.depths[:stages] + LARGE_STAGE_DEPTHS[len(self.depths):stages]
+        depths = [max(round(d * depth), 1) if d > 1 else d for d in base]
+        levels = stages - 2
+        if anchors is None:
+            anchors = self.anchors if levels == self.num_levels else _default_anchors(levels)
+        return self.replace(
+            name=name or f"{self.name}-scaled",
+            img_size=img_size or self.img_size,
+            stages=stages,
+            depths=depths,
+            neck_depth=max(round(self.neck_depth * depth), 1) if self.neck_depth > 1 else self.neck_depth,
+            width=round(self.width * width, 4),
+            anchors=[list(a) for a in anchors],
+        )
+
+
+def _default_anchors(levels: int) -> list[list[float]]:
+    for spec in MEMBERS.values():
+        if spec.arch == "large" and spec.num_levels == levels:
+            return spec.anchors
+    raise UserError(f"no default anchors for {levels} levels; pass anchors=")
+
+
+MEMBERS: dict[str, ModelSpec] = {
+    "yolov4-tiny": ModelSpec("yolov4-tiny", "tiny", 416, 5, [], 1.0, "leaky", COCO80_ANCHORS["yolov4-tiny"],
+                             neck_depth=0, decode="darknet", scale_xy=1.05),
+    "yolov4-csp": ModelSpec("yolov4-csp", "csp", 640, 5, [1, 2, 8, 8, 4], 1.0, "mish", COCO80_ANCHORS["yolov4-csp"],
+                            neck_depth=2),
+    "yolov4-p5": ModelSpec("yolov4-p5", "large", 896, 5, LARGE_STAGE_DEPTHS[:5], 1.0, "mish",
+                           COCO80_ANCHORS["yolov4-p5"]),
+}
+MEMBERS["yolov4-p6"] = MEMBERS["yolov4-p5"].scale(img_size=1280, stages=6, name="yolov4-p6",
+                                                   anchors=COCO80_ANCHORS["yolov4-p6"])
+MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width=1.25, name="yolov4-p7",
+                                                   anchors=COCO80_ANCHORS["yolov4-p7"])
+
+
+def get_spec(name: str, num_classes: int | None = None) -> ModelSpec:
+    """The spec of a named member (a copy), optionally for another number of classes."""
+    key = name.lower()
+    if key not in MEMBERS:
+        raise UserError(f"unknown model {name!r}; valid names: {', '.join(MEMBERS)}")
+    spec = MEMBERS[key].replace()
+    return spec if num_classes is None else spec.replace(num_classes=num_classes)
