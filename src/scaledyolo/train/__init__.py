@@ -1,0 +1,1 @@
+"""Training: loss, trainer, EMA, schedule, checkpoints."""

@@ -1,0 +1,114 @@
+"""Our checkpoint format: tensors and plain Python data only, written atomically, read with weights_only=True.
+
+Keys: `format` ("scaledyolo-v1"), `spec` (ModelSpec as a dict), `names`, `state_dict`, and optionally
+`ema`, `optimizer`, `epoch`, `hyp`, `metrics`, plus any plain-data extras (`extra`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scaledyolo.errors import UserError
+from scaledyolo.models.spec import ModelSpec
+from scaledyolo.models.yolo import YOLO
+
+FORMAT = "scaledyolo-v1"
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync it, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    epoch: int | None = None, hyp: dict | None = None, metrics: dict | None = None,
+                    extra: dict | None = None) -> dict[str, Any]:
+    """The checkpoint dict for `model` (unwrapped from DDP by the caller)."""
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "spec": model.spec.to_dict(),
+        "names": list(model.names),
+        "state_dict": _cpu_state(model),
+    }
+    if ema is not None:
+        ckpt["ema"] = _cpu_state(ema)
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    for key, value in (("epoch", epoch), ("hyp", hyp), ("metrics", metrics), ("extra", extra)):
+        if value is not None:
+            ckpt[key] = value
+    return ckpt
+
+
+def save_checkpoint(path: str | Path, model: YOLO, **kwargs: Any) -> None:
+    """Write `make_checkpoint(model, **kwargs)` atomically to `path`."""
+    atomic_save(make_checkpoint(model, **kwargs), path)
+
+
+def is_our_checkpoint(path: str | Path) -> bool:
+    """True when `path` is a torch zip file whose payload is our format (checked without unpickling)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("data.pkl") for name in zf.namelist()) and _mentions_format(zf)
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _mentions_format(zf: zipfile.ZipFile) -> bool:
+    name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+    return FORMAT.encode() in zf.read(name)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load our checkpoint with `torch.load(weights_only=True)`: it can hold no code to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("weights file not found", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"not a scaledyolo checkpoint ({first[:200]})", path) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError("not a scaledyolo checkpoint (no 'format: scaledyolo-v1' entry)", path)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, path: str | Path | None = None) -> YOLO:
+    """Rebuild the model of a checkpoint (the EMA weights when present and `use_ema`)."""
+    spec = ModelSpec.from_dict(ckpt["spec"])
+    model = YOLO(spec)
+    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"weights do not fit the model spec ({str(exc).splitlines()[0][:200]})", path) from None
+    model.names = list(ckpt.get("names") or model.names)
+    return model
