@@ -174,8 +174,11 @@ class YOLO(nn.Module):
             sub.layers[i] = nn.Identity()
         return sub
 
-    def info(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "params": sum(p.numel() for p in self.parameters())}
+    def predict(self, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None, **kwargs: Any) -> list:
+        """Detect objects in paths, HxWx3 RGB arrays or PIL images: see `scaledyolo.predict.predict`."""
+        from scaledyolo.predict import predict
+
+        return predict(self, images, conf=conf, iou=iou, img=img, **kwargs)
 
 
 def parse_levels(text: str, spec: ModelSpec) -> list[int]:
