@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
+import warnings
 from typing import Any, Callable
 
 from scaledyolo.errors import ScaledYoloError
@@ -36,6 +38,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise _usage("info needs a model name or weights file (or --paper)")
     report = model_report(args.model, img_size=args.img)
     print_json(report) if args.json else print(format_report(report))
+    return 0
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    from scaledyolo.eval.validate import format_table, json_summary, run_val
+
+    result = run_val(args.weights, args.data, img=args.img, batch=args.batch, conf=args.conf, iou=args.iou,
+                     split=args.split, save_json=args.save_json, tta=args.tta, subnet=args.subnet, plots=args.plots,
+                     device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose)
+    print_json(json_summary(result)) if args.json else print(format_table(result))
     return 0
 
 
@@ -71,13 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reproduce the paper's FLOPs analysis of CSP-ized ResNet/ResNeXt/Darknet layers and OSA CIO")
     handlers["info"] = cmd_info
 
+    p = sub.add_parser("val", help="COCO mAP of a model on a data split (pycocotools)",
+                       description="Evaluate a model on a split of a data YAML: mAP@[.5:.95], mAP50, mAP75, AP by "
+                                   "object size and per-class AP (all computed by pycocotools), precision/recall "
+                                   "at the best F1, optional PR-curve and confusion-matrix pictures.")
+    p.add_argument("--weights", required=True,
+                   help=f"weights file (our checkpoint, darknet cfg, official .pt) or a member name ({MEMBERS_HELP}; "
+                        "random weights, for speed checks)")
+    p.add_argument("--data", required=True, help="data YAML")
+    p.add_argument("--img", type=int, default=640, help="inference size in pixels (rounded up to the stride)")
+    p.add_argument("--batch", type=int, default=32, help="batch size")
+    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (keep low for mAP)")
+    p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"], help="which split to evaluate")
+    p.add_argument("--save-json", metavar="FILE", help="write the COCO results list (original pixels) to FILE")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (0-1 floats)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: scales 1, 0.83, 0.67 with a flip")
+    p.add_argument("--subnet", metavar="LEVELS",
+                   help="once-for-all subnet: keep only these output levels, e.g. p7-p7 or p7-p7-p6")
+    p.add_argument("--plots", metavar="DIR", help="write PR curve, confusion matrix and batch pictures to DIR")
+    p.add_argument("--device", default="", help="cpu, 0, cuda:0 ... (default: first GPU if any, else CPU)")
+    p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
+    handlers["val"] = cmd_val
+
     for p in sub.choices.values():
         _add_common(p)
     parser.set_defaults(_handlers=handlers)
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -94,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

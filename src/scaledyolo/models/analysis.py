@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from scaledyolo.errors import UserError
 from scaledyolo.models.layers import Conv
-from scaledyolo.models.spec import MEMBERS, ModelSpec
+from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 
 
@@ -115,9 +115,7 @@ def resolve_model(source: str) -> YOLO:
 def model_report(source: str | YOLO, img_size: int | None = None) -> dict[str, Any]:
     """Parameters, GFLOPs, per-stage table and CIO of a model at `img_size` (default: its native size)."""
     model = source if isinstance(source, YOLO) else resolve_model(source)
-    size = img_size or model.spec.img_size
-    if size % model.spec.max_stride:
-        raise UserError(f"--img {size} is not a multiple of the max stride {model.spec.max_stride}")
+    size = round_img_size(img_size or model.spec.img_size, model.spec.max_stride)
     stages = stage_table(model, size)
     return {
         "name": model.spec.name,

@@ -51,7 +51,7 @@ class ModelSpec:
     neck_depth: int = 3
     num_classes: int = 80
     decode: str = "scaled"
-    scale_xy: float = 2.0
+    scale_xy: float | list[float] = 2.0  # per level when a darknet cfg gives each [yolo] its own
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -135,6 +135,16 @@ MEMBERS["yolov4-p6"] = MEMBERS["yolov4-p5"].scale(img_size=1280, stages=6, name=
                                                    anchors=COCO80_ANCHORS["yolov4-p6"])
 MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width=1.25, name="yolov4-p7",
                                                    anchors=COCO80_ANCHORS["yolov4-p7"])
+
+
+def round_img_size(size: int, stride: int) -> int:
+    """`size` rounded up to a multiple of the model's max stride, with a warning when it changes."""
+    rounded = max(stride, -(-int(size) // stride) * stride)
+    if rounded != size:
+        import warnings
+
+        warnings.warn(f"image size {size} is not a multiple of the max stride {stride}; using {rounded}", stacklevel=2)
+    return rounded
 
 
 def get_spec(name: str, num_classes: int | None = None) -> ModelSpec:
