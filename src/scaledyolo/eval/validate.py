@@ -1,0 +1,290 @@
+"""Validation of a detector on a data split: predictions in original pixels, metrics, pictures, JSON.
+
+`validate` serves two callers. The trainer calls it every epoch with `coco=False`: our own matcher
+(`scaledyolo.eval.metrics`), which follows pycocotools' rules, gives map/map50/map75 quickly. The
+`scaledyolo val` command (`run_val`) uses `coco=True`: the headline figures, per-class AP and AP by
+object size come from pycocotools on exactly the results list `--save-json` writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scaledyolo.errors import UserError
+from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_image_ids, ground_truth, labels_to_xyxy,
+                                  results_json)
+from scaledyolo.eval.files import write_json
+from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
+from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
+from scaledyolo.ops.nms import non_max_suppression
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.001, iou: float = 0.65,
+             max_det: int = 300, tta: bool = False, names: Sequence[str] | None = None,
+             plots_dir: str | Path | None = None, save_json: str | Path | None = None, coco: bool = True,
+             half: bool = False, category_ids: Sequence[int] | None = None, progress: bool = True,
+             verbose: bool = False) -> dict[str, Any]:
+    """Run `model` over `loader` (batches of the data contract) and score it against `dataset`'s labels.
+
+    Returns map, map50, map75 (pycocotools' when `coco`, else our matcher's), map_small/medium/large
+    (pycocotools only, else None), precision and recall at the best mean F1 (IoU 0.5), per_class
+    (images, labels, precision, recall, ap50, ap per class), speed (ms per image: inference, nms,
+    total), own (our matcher's map/map50/map75), confusion_matrix, image_ids and predictions (per
+    image (n, 6) [x1, y1, x2, y2, score, class] in original pixels). `half` runs the forward pass
+    under fp16 autocast on CUDA (the model's weights are left as they are).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    names = list(names if names is not None else getattr(model, "names", None) or [])
+    nc = int(getattr(model, "num_classes", 0) or len(names))
+    if not names:
+        names = [str(i) for i in range(nc)]
+    if category_ids is None:
+        category_ids = getattr(dataset, "category_ids", None)
+    path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
+    all_ids = dataset_image_ids(dataset)
+    forward = _tta_forward if tta else None
+    confusion = ConfusionMatrix(nc)
+    seen: list[int] = []
+    predictions: list[np.ndarray] = []
+    tps, confs, pred_classes, target_classes = [], [], [], []
+    t_inf = t_nms = 0.0
+    first_batch = None
+    use_autocast = half and device.type == "cuda"
+    bar = tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False, file=sys.stderr)
+    for imgs, _targets, paths, shapes in bar:
+        x = imgs.to(device, non_blocking=True).float() / 255.0
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
+            out = forward(model, x) if forward else model(x)
+        out = (out[0] if isinstance(out, (tuple, list)) else out).float()
+        _sync(device)
+        t1 = time.perf_counter()
+        dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
+        _sync(device)
+        t_inf += t1 - t0
+        t_nms += time.perf_counter() - t1
+        batch_preds = []
+        for j, det in enumerate(dets):
+            index = path_index.get(str(paths[j]))
+            if index is None:
+                raise UserError(f"the loader returned an image the dataset does not list: {paths[j]}")
+            shape0 = tuple(int(s) for s in shapes[j][0])
+            det = det.detach().float().clone()
+            scale_boxes(det[:, :4], x.shape[2:], shape0, shapes[j][1])
+            det = det.cpu().numpy().astype(np.float64)
+            gt_cls, gt_boxes = labels_to_xyxy(dataset.labels[index], shape0)
+            kept, tp = match_detections(det, gt_cls, gt_boxes)
+            tps.append(tp[kept])
+            confs.append(det[kept, 4])
+            pred_classes.append(det[kept, 5])
+            target_classes.append(gt_cls)
+            confusion.update(det, gt_cls, gt_boxes)
+            seen.append(index)
+            predictions.append(det)
+            batch_preds.append(det)
+        if plots_dir is not None and first_batch is None:
+            first_batch = (imgs, _targets, paths, shapes, batch_preds)
+    bar.close()
+    if was_training:
+        model.train()
+
+    own = ap_per_class(_cat(tps, (0, 10), bool), _cat(confs, (0,)), _cat(pred_classes, (0,)),
+                       _cat(target_classes, (0,)), nc)
+    image_ids = [all_ids[i] for i in seen]
+    cat_map = category_id_map(names, category_ids)
+    jdict = results_json(image_ids, predictions, cat_map) if (coco or save_json) else None
+    if save_json:
+        write_json(save_json, jdict)
+    n_images = len(seen)
+    images_per_class = np.zeros(nc, dtype=np.int64)
+    for tc in target_classes:
+        images_per_class[np.unique(tc)] += 1
+    per_class = [{"class": c, "name": names[c], "images": int(images_per_class[c]), "labels": int(own.n_gt[c]),
+                  "precision": float(own.precision[c]), "recall": float(own.recall[c]),
+                  "ap50": float(own.ap[c, 0]), "ap": float(own.ap[c].mean())} for c in range(nc)]
+    result: dict[str, Any] = {
+        "map": own.map, "map50": own.map50, "map75": own.map75,
+        "map_small": None, "map_medium": None, "map_large": None,
+        "precision": own.mp, "recall": own.mr, "best_conf": own.best_conf,
+        "images": n_images, "labels": int(own.n_gt.sum()),
+        "own": {"map": own.map, "map50": own.map50, "map75": own.map75},
+        "coco": None,
+    }
+    if coco:
+        gt = ground_truth(dataset, names=names, category_ids=category_ids, indices=seen)
+        stats = coco_evaluate(gt, jdict, verbose=verbose)
+        for key in ("map", "map50", "map75", "map_small", "map_medium", "map_large"):
+            result[key] = stats[key]
+        result["coco"] = {k: v for k, v in stats.items() if k != "per_class"}
+        for row, cstats in zip(per_class, stats["per_class"]):
+            if cstats["ap"] is not None:
+                row["ap"], row["ap50"] = cstats["ap"], cstats["ap50"]
+    per_image = 1000.0 / max(n_images, 1)
+    result.update({
+        "per_class": per_class,
+        "speed": {"inference_ms": t_inf * per_image, "nms_ms": t_nms * per_image,
+                  "total_ms": (t_inf + t_nms) * per_image},
+        "confusion_matrix": confusion.matrix.tolist(),
+        "image_ids": image_ids,
+        "predictions": predictions,
+    })
+    if plots_dir is not None:
+        _write_plots(Path(plots_dir), own, confusion, names, first_batch)
+    return result
+
+
+def _tta_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from scaledyolo.eval.tta import tta_forward
+
+    return tta_forward(model, x)
+
+
+def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    return np.concatenate(parts, 0) if parts else np.zeros(empty_shape, dtype=dtype)
+
+
+def _write_plots(folder: Path, own: Any, confusion: ConfusionMatrix, names: list[str],
+                 first_batch: tuple | None) -> None:
+    from scaledyolo.eval.plots import plot_batch, plot_confusion_matrix, plot_pr_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_pr_curve(RECALL_POINTS, own.pr_curves, own.ap[:, 0], names, folder / "PR_curve.png", present=own.present)
+    plot_confusion_matrix(confusion.matrix, names, folder / "confusion_matrix.png")
+    if first_batch is not None:
+        imgs, targets, paths, shapes, preds = first_batch
+        plot_batch(imgs, targets, paths, names, folder / "val_batch0_labels.jpg")
+        plot_batch(imgs, _to_input_targets(preds, shapes), paths, names,
+                   folder / "val_batch0_pred.jpg")
+
+
+def _to_input_targets(preds: list[np.ndarray], shapes: Sequence) -> np.ndarray:
+    """Predictions in original pixels -> plot_batch rows [i, class, cx, cy, w, h, score] in input pixels."""
+    rows = []
+    for i, (det, shape) in enumerate(zip(preds, shapes)):
+        if not len(det):
+            continue
+        (rh, _rw), (padw, padh) = _ratio_pad(shape[1])
+        boxes = det[:, :4] * rh + np.array([padw, padh, padw, padh])
+        xywh = xyxy2xywh(boxes)
+        rows.append(np.concatenate((np.full((len(det), 1), i), det[:, 5:6], xywh, det[:, 4:5]), 1))
+    return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
+
+
+def _ratio_pad(ratio_pad: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    ratio, pad = ratio_pad
+    ratio = tuple(ratio) if isinstance(ratio, (tuple, list)) else (ratio, ratio)
+    return (float(ratio[0]), float(ratio[1])), (float(pad[0]), float(pad[1]))
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """'' / None -> the first GPU when there is one, else the CPU; '0' -> cuda:0; 'cpu', 'cuda:1' as given."""
+    text = (device or "").strip().lower()
+    if not text:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if text.isdigit():
+        text = f"cuda:{text}"
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r} (use cpu, 0, cuda:0, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def load_for_val(weights: str, names: Sequence[str], device: torch.device) -> torch.nn.Module:
+    """A member name (random initialisation, for speed checks) or a weights file `scaledyolo.load` reads."""
+    from scaledyolo.models.spec import MEMBERS
+    from scaledyolo.models.yolo import build_model
+
+    if weights in MEMBERS:
+        model = build_model(weights, num_classes=len(names))
+        model.names = list(names)
+    else:
+        model = _load_weights_file(weights)
+        if model.num_classes != len(names):
+            raise UserError(f"the model has {model.num_classes} classes but the data YAML names {len(names)}", weights)
+    return model.to(device).eval()
+
+
+def _load_weights_file(weights: str) -> torch.nn.Module:
+    try:
+        from scaledyolo.interop.loading import load_model
+    except ImportError:
+        from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
+
+        return model_from_checkpoint(read_checkpoint(weights), path=weights)
+    return load_model(weights)
+
+
+def run_val(weights: str, data: str | Path, img: int = 640, batch: int = 32, conf: float = 0.001, iou: float = 0.65,
+            split: str = "val", save_json: str | Path | None = None, tta: bool = False, subnet: str | None = None,
+            plots: str | Path | None = None, device: str | None = None, workers: int = 0, half: bool | None = None,
+            progress: bool = True, verbose: bool = False) -> dict[str, Any]:
+    """`scaledyolo val`: load the model and the split, validate with pycocotools' headline figures.
+
+    Letterboxed rectangular batches as in the official test script; `half` defaults to fp16
+    autocast on CUDA. The result is `validate`'s dict plus `names`, `weights`, `split`, `img`.
+    """
+    from scaledyolo.data.dataset import load_data_config
+    from scaledyolo.data.loader import create_dataloader
+    from scaledyolo.models.spec import round_img_size
+
+    cfg = load_data_config(data)
+    if split not in cfg.splits:
+        raise UserError(f"no {split!r} split (it has {', '.join(cfg.splits) or 'none'})", cfg.file)
+    dev = select_device(device)
+    model = load_for_val(weights, cfg.names, dev)
+    if subnet:
+        model = model.subnet(subnet)
+    stride = model.spec.max_stride
+    img_size = round_img_size(img, stride)
+    loader, dataset = create_dataloader(cfg, split, img_size, batch, augment=False, rect=True, workers=workers,
+                                        shuffle=False, stride=stride)
+    result = validate(model, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
+                      save_json=save_json, coco=True, half=dev.type == "cuda" if half is None else half,
+                      category_ids=cfg.category_ids, progress=progress, verbose=verbose)
+    result.update({"names": list(cfg.names), "weights": str(weights), "split": split, "img": img_size,
+                   "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human-readable report: all/per-class images, labels, P, R, mAP50, mAP50-95; AP by size; speed."""
+    head = f"{'Class':>20}{'Images':>10}{'Labels':>10}{'P':>10}{'R':>10}{'mAP50':>10}{'mAP50-95':>10}"
+    lines = [head, f"{'all':>20}{result['images']:>10}{result['labels']:>10}{result['precision']:>10.3f}"
+                   f"{result['recall']:>10.3f}{result['map50']:>10.3f}{result['map']:>10.3f}"]
+    for row in result["per_class"]:
+        if row["labels"]:
+            lines.append(f"{row['name'][:20]:>20}{row['images']:>10}{row['labels']:>10}{row['precision']:>10.3f}"
+                         f"{row['recall']:>10.3f}{row['ap50']:>10.3f}{row['ap']:>10.3f}")
+    lines.append(f"mAP75 {result['map75']:.3f}")
+    if result.get("map_small") is not None:
+        lines.append(f"AP small {result['map_small']:.3f}   AP medium {result['map_medium']:.3f}   "
+                     f"AP large {result['map_large']:.3f}   (pycocotools, IoU 0.50:0.95)")
+    s = result["speed"]
+    lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
+                 f"per image at {result.get('img', '?')} px")
+    return "\n".join(lines)
+
+
+def json_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What `val --json` prints: every figure (0-1 floats), without the raw predictions."""
+    skip = {"predictions", "image_ids", "confusion_matrix"}
+    return {k: v for k, v in result.items() if k not in skip}
