@@ -1,0 +1,331 @@
+"""Check every sample of a split once, and cache the result next to the labels.
+
+A sample with an unreadable image or any bad label is skipped whole and reported as a problem
+(`{file, image, problem}`); small fixes (boxes clipped to the image, duplicate labels dropped) are
+kept as notes. The cache is a JSON file keyed by the sizes and mtimes of every image and label file,
+written atomically; when the label folder is read-only it goes under ~/.cache/scaledyolo instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from scaledyolo.data import formats
+from scaledyolo.data.dataset import DataConfig, SplitSpec
+from scaledyolo.errors import UserError
+
+LOGGER = logging.getLogger("scaledyolo.data")
+CACHE_VERSION = 1
+CLIP_TOLERANCE = 0.01  # boxes out of the image by at most this fraction are clipped without a note
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message says why."""
+
+
+@dataclass
+class SplitData:
+    """The usable samples of one split (labels normalised [cls, cx, cy, w, h]; shapes (h, w))."""
+
+    image_files: list[str]
+    labels: list[np.ndarray]
+    shapes: np.ndarray
+    image_ids: list[int]
+    problems: list[dict[str, str]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    cache_file: str | None = None
+
+    @property
+    def backgrounds(self) -> int:
+        return sum(1 for lab in self.labels if len(lab) == 0)
+
+
+def decode_image(path: str | Path, check: bool = False) -> np.ndarray:
+    """Read an image as 8-bit 3-channel BGR, EXIF orientation applied (grey, RGBA, 16-bit converted).
+
+    check=True also refuses truncated JPEG/PNG files, which OpenCV would decode with a grey tail.
+    Raises `ImageError`.
+    """
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+    if buf.size == 0:
+        raise ImageError("empty file")
+    if check:
+        head, tail = buf[:8].tobytes(), buf[-1024:].tobytes()
+        if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+            raise ImageError("truncated JPEG (no end-of-image marker)")
+        if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
+            raise ImageError("truncated PNG (no IEND chunk)")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise ImageError("unreadable image (not a valid image file)")
+    return img
+
+
+def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tuple[np.ndarray, list[str]]:
+    """A sample's boxes as normalised [cls, cx, cy, w, h], and notes on what was fixed.
+
+    Raises `formats.LabelError` for a label that makes the sample unusable: class out of range,
+    non-finite or non-positive size, box wholly outside the image.
+    """
+    h, w = hw
+    n = len(sample.classes)
+    if n == 0:
+        return np.zeros((0, 5), np.float32), []
+    boxes = np.asarray(sample.boxes, dtype=np.float64)
+    if not np.isfinite(boxes).all():
+        raise formats.LabelError(f"box {int(np.nonzero(~np.isfinite(boxes).all(1))[0][0]) + 1}: non-finite coordinate")
+    if sample.normalized:
+        cx, cy, bw, bh = boxes.T
+        xyxy = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
+    else:
+        xyxy = boxes / np.array([w, h, w, h], dtype=np.float64)
+    classes = np.asarray(sample.classes, dtype=np.int64)
+    bad_cls = np.nonzero((classes < 0) | (classes >= nc))[0]
+    if len(bad_cls):
+        i = int(bad_cls[0])
+        raise formats.LabelError(f"box {i + 1}: class {classes[i]} out of range (the data has {nc} classes: 0-{nc - 1})")
+    size = np.stack((xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]), 1)
+    bad_size = np.nonzero((size <= 0).any(1))[0]
+    if len(bad_size):
+        i = int(bad_size[0])
+        raise formats.LabelError(f"box {i + 1}: non-positive size (w={size[i, 0] * w:g}, h={size[i, 1] * h:g} px)")
+    outside = np.nonzero((xyxy[:, 2] <= 0) | (xyxy[:, 0] >= 1) | (xyxy[:, 3] <= 0) | (xyxy[:, 1] >= 1))[0]
+    if len(outside):
+        raise formats.LabelError(f"box {int(outside[0]) + 1}: wholly outside the {w}x{h} image")
+    notes = []
+    over = np.maximum(-xyxy.min(1), (xyxy - 1).max(1))
+    if (over > CLIP_TOLERANCE).any():
+        notes.append(f"{int((over > CLIP_TOLERANCE).sum())} box(es) partly outside the image, clipped")
+    xyxy = xyxy.clip(0, 1)
+    out = np.zeros((n, 5), np.float32)
+    out[:, 0] = classes
+    out[:, 1] = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    out[:, 2] = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    out[:, 3] = xyxy[:, 2] - xyxy[:, 0]
+    out[:, 4] = xyxy[:, 3] - xyxy[:, 1]
+    _, first = np.unique(out, axis=0, return_index=True)
+    if len(first) < n:
+        notes.append(f"{n - len(first)} duplicate label(s) dropped")
+        out = out[np.sort(first)]
+    return out, notes
+
+
+def _read_list(list_file: Path, root: Path, problems: list[dict[str, str]]) -> list[Path]:
+    images = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        if not p.is_absolute():
+            p = list_file.parent / p if (list_file.parent / p).exists() else root / p
+        if not p.is_file():
+            problems.append({"file": str(p), "image": str(p), "problem": f"listed in {list_file.name} but not found"})
+        elif not formats.is_image_file(p):
+            problems.append({"file": str(p), "image": str(p), "problem": "not an image file (ignored)"})
+        else:
+            images.append(p)
+    return images
+
+
+def _folder_images(folder: Path, problems: list[dict[str, str]]) -> list[Path]:
+    images, others = formats.list_folder(folder)
+    stems = {p.with_suffix("") for p in images}
+    for other in others:
+        if other.suffix.lower() == ".txt" and other.with_suffix("") in stems:
+            continue  # a label kept next to its image
+        problems.append({"file": str(other), "image": str(other), "problem": "not an image file (ignored)"})
+    return images
+
+
+def read_split(cfg: DataConfig, spec: SplitSpec) -> tuple[list[formats.Sample], list[dict[str, str]]]:
+    """The split's samples as the layout gives them, plus files found unusable before any image is opened."""
+    problems: list[dict[str, str]] = []
+    if spec.kind == "coco":
+        coco = formats.read_coco(spec.sources[0], spec.annotations)
+        samples = []
+        for s in coco.samples:
+            if s.image.is_file():
+                samples.append(s)
+            else:
+                problems.append({"file": str(s.image), "image": str(s.image),
+                                 "problem": f"listed in {spec.annotations.name} but not found"})
+        return samples, problems
+    images: list[Path] = []
+    for source in spec.sources:
+        images += _folder_images(source, problems) if source.is_dir() else _read_list(source, cfg.path, problems)
+    if spec.kind == "voc":
+        return formats.read_voc(images, spec.annotations, cfg.names), problems
+    return formats.read_yolo(images), problems
+
+
+def _stat_key(paths: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        try:
+            st = p.stat()
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def _cache_key(cfg: DataConfig, spec: SplitSpec, samples: list[formats.Sample]) -> str:
+    files = [s.image for s in samples]
+    if spec.kind in ("folder", "list", "mixed"):
+        files += [formats.yolo_label_path(s.image) for s in samples]
+    elif spec.kind == "voc":
+        files += [spec.annotations / (s.image.stem + ".xml") for s in samples]
+    else:
+        files.append(spec.annotations)
+    files += [s for s in spec.sources if s.is_file()]
+    meta = json.dumps({"version": CACHE_VERSION, "names": cfg.names, "kind": spec.kind})
+    return hashlib.sha1((meta + _stat_key(files)).encode()).hexdigest()
+
+
+def _is_writable(folder: Path) -> bool:
+    """Writable for real: root ignores permission bits, but a folder marked read-only stays untouched."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def cache_paths(spec: SplitSpec, samples: list[formats.Sample]) -> list[Path]:
+    """Where the split's cache may live, preferred first: next to the labels, then under ~/.cache."""
+    if spec.kind in ("voc", "coco"):
+        anchor = spec.annotations
+    elif spec.kind == "list":
+        anchor = spec.sources[0].with_suffix("")
+    else:
+        anchor = formats.yolo_label_path(samples[0].image).parent if samples else spec.sources[0]
+    primary = anchor.with_name(anchor.name + ".cache")
+    fallback_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scaledyolo"
+    digest = hashlib.sha1(str(primary.resolve()).encode()).hexdigest()[:16]
+    out = []
+    if _is_writable(primary.parent):
+        out.append(primary)
+    out.append(fallback_dir / f"{anchor.name}-{digest}.cache")
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> bool:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+        return False
+
+
+def _load_cache(paths: list[Path], key: str) -> tuple[dict[str, Any], Path] | None:
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("key") == key:
+            return data, path
+    return None
+
+
+def _to_split_data(data: dict[str, Any], cache_file: Path | None) -> SplitData:
+    labels = [np.array(lab, dtype=np.float32).reshape(-1, 5) for lab in data["labels"]]
+    shapes = np.array(data["shapes"], dtype=np.int64).reshape(-1, 2)
+    return SplitData(data["images"], labels, shapes, data["image_ids"], data["problems"], data["notes"],
+                     None if cache_file is None else str(cache_file))
+
+
+def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[str, Any]:
+    images, labels, shapes, ids, problems, notes = [], [], [], [], [], []
+    for i, s in enumerate(tqdm(samples, desc=desc, unit="img", leave=False, disable=len(samples) < 64)):
+        image_id = s.image_id if s.image_id is not None else i
+        try:
+            hw = decode_image(s.image, check=True).shape[:2]
+        except ImageError as exc:
+            problems.append({"file": str(s.image), "image": str(s.image), "problem": str(exc)})
+            continue
+        label_file = str(s.label_file) if s.label_file is not None and s.image_id is None else str(s.image)
+        if s.problem:
+            problems.append({"file": label_file, "image": str(s.image), "problem": s.problem})
+            continue
+        try:
+            lab, fixed = validate_labels(s, hw, nc)
+        except formats.LabelError as exc:
+            problems.append({"file": label_file, "image": str(s.image), "problem": f"bad label: {exc}"})
+            continue
+        notes += [{"file": label_file, "image": str(s.image), "problem": n} for n in fixed]
+        images.append(str(s.image))
+        labels.append(lab.tolist())
+        shapes.append([int(hw[0]), int(hw[1])])
+        ids.append(int(image_id) if isinstance(image_id, (int, np.integer)) else image_id)
+    return {"images": images, "labels": labels, "shapes": shapes, "image_ids": ids, "problems": problems,
+            "notes": notes}
+
+
+def scan_split(cfg: DataConfig, split: str, use_cache: bool = True) -> SplitData:
+    """Read and check a split, reusing the cache when no image or label file changed since."""
+    spec = cfg.split(split)
+    samples, early_problems = read_split(cfg, spec)
+    key = _cache_key(cfg, spec, samples)
+    paths = cache_paths(spec, samples)
+    if use_cache:
+        hit = _load_cache(paths, key)
+        if hit is not None:
+            result = _to_split_data(*hit)
+            _log_summary(split, len(samples), result)
+            return result
+    data = _check_samples(samples, cfg.nc, f"Checking {split}")
+    data["problems"] = early_problems + data["problems"]
+    data.update(version=CACHE_VERSION, key=key)
+    written = None
+    if use_cache:
+        text = json.dumps(data)
+        written = next((p for p in paths if _write_atomic(p, text)), None)
+    result = _to_split_data(data, written)
+    _log_summary(split, len(samples), result)
+    return result
+
+
+def _log_summary(split: str, total: int, data: SplitData) -> None:
+    if data.problems:
+        lines = "\n".join(f"  {p['file']}: {p['problem']}" for p in data.problems[:20])
+        more = f"\n  ... and {len(data.problems) - 20} more" if len(data.problems) > 20 else ""
+        LOGGER.warning("%s: %d problem(s), %d of %d images usable:\n%s%s", split, len(data.problems),
+                       len(data.image_files), total, lines, more)
+    if data.notes:
+        LOGGER.info("%s: %d label fix(es), e.g. %s: %s", split, len(data.notes), data.notes[0]["file"],
+                    data.notes[0]["problem"])
+
+
+def require_images(data: SplitData, split: str, cfg: DataConfig) -> None:
+    """A split with no usable image cannot be trained or evaluated on: say why."""
+    if not data.image_files:
+        why = f" ({len(data.problems)} problem(s), first: {data.problems[0]['file']}: {data.problems[0]['problem']})" \
+            if data.problems else ""
+        raise UserError(f"split '{split}' has no usable images{why}", cfg.file)

@@ -1,0 +1,224 @@
+"""Read the three annotation layouts (YOLO txt, Pascal VOC XML, COCO JSON) into one `Sample` type.
+
+Readers only parse: a label file that cannot be understood gives a `Sample` with `problem` set (the
+checks skip it and report it); nothing here opens an image. Geometry checks live in `checks.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from scaledyolo.errors import UserError
+
+IMG_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
+
+
+class LabelError(ValueError):
+    """A label file that cannot be parsed; the message says which line and why."""
+
+
+@dataclass
+class Sample:
+    """One image and its boxes as the layout gave them.
+
+    normalized=True: `boxes` are YOLO `cx, cy, w, h` in 0-1; False: `x1, y1, x2, y2` in pixels.
+    `label_file` is where the boxes came from (None: no labels, a background image).
+    `image_id` is the COCO image id (None for the other layouts).
+    """
+
+    image: Path
+    label_file: Path | None
+    classes: np.ndarray
+    boxes: np.ndarray
+    normalized: bool
+    image_id: int | None = None
+    problem: str | None = None
+
+
+def empty_sample(image: Path, label_file: Path | None, normalized: bool, image_id: int | None = None,
+                 problem: str | None = None) -> Sample:
+    return Sample(image, label_file, np.zeros(0, np.int64), np.zeros((0, 4)), normalized, image_id, problem)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMG_SUFFIXES
+
+
+def list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """All images under `folder` (recursive, sorted) and the non-image files found there (hidden files skipped)."""
+    images, others = [], []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            (images if is_image_file(path) else others).append(path)
+    return sorted(images), sorted(others)
+
+
+def yolo_label_path(image: Path) -> Path:
+    """The label file of an image: the last `images` path component replaced by `labels`, suffix `.txt`.
+
+    An image with no `images` component keeps its label file next to it.
+    """
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def parse_yolo_labels(text: str) -> np.ndarray:
+    """Parse YOLO label text into an (n, 5) float array [class, cx, cy, w, h].
+
+    Blank lines are allowed; every other line must be five numbers with an integral, non-negative
+    class. Raises `LabelError` naming the first bad line. Ranges are checked later (`checks.py`).
+    """
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise LabelError(f"line {number}: expected 5 values (class cx cy w h), got {len(fields)}")
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            raise LabelError(f"line {number}: not a number in {line.strip()[:60]!r}") from None
+        cls = values[0]
+        if not math.isfinite(cls) or cls != int(cls):
+            raise LabelError(f"line {number}: class {fields[0]!r} is not an integer")
+        if cls < 0:
+            raise LabelError(f"line {number}: negative class {fields[0]}")
+        rows.append(values)
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def read_yolo(images: Sequence[Path]) -> list[Sample]:
+    """YOLO layout: one `.txt` per image (see `yolo_label_path`); a missing file means a background image."""
+    samples = []
+    for image in images:
+        label = yolo_label_path(image)
+        if not label.is_file():
+            samples.append(empty_sample(image, None, True))
+            continue
+        try:
+            rows = parse_yolo_labels(label.read_text(encoding="utf-8"))
+        except (LabelError, UnicodeDecodeError, OSError) as exc:
+            samples.append(empty_sample(image, label, True, problem=f"bad label file: {exc}"))
+            continue
+        samples.append(Sample(image, label, rows[:, 0].astype(np.int64), rows[:, 1:5], True))
+    return samples
+
+
+def _voc_number(obj: ET.Element, tag: str) -> float:
+    node = obj.find(f"bndbox/{tag}")
+    if node is None or node.text is None:
+        raise LabelError(f"object without bndbox/{tag}")
+    try:
+        return float(node.text)
+    except ValueError:
+        raise LabelError(f"bndbox/{tag} is not a number: {node.text!r}") from None
+
+
+def parse_voc(xml_text: str, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a Pascal VOC annotation: (classes (n,), boxes (n, 4) x1 y1 x2 y2 in pixels).
+
+    Class names must be in `names`; raises `LabelError` otherwise or on malformed XML.
+    """
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise LabelError(f"not valid XML ({exc})") from None
+    index = {n: i for i, n in enumerate(names)}
+    classes, boxes = [], []
+    for obj in root.iter("object"):
+        name_node = obj.find("name")
+        name = (name_node.text or "").strip() if name_node is not None else ""
+        if name not in index:
+            raise LabelError(f"class {name!r} is not in the data YAML's names")
+        classes.append(index[name])
+        boxes.append([_voc_number(obj, t) for t in ("xmin", "ymin", "xmax", "ymax")])
+    return np.array(classes, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def read_voc(images: Sequence[Path], xml_dir: Path, names: Sequence[str]) -> list[Sample]:
+    """Pascal VOC layout: `xml_dir/<image stem>.xml` per image; a missing XML means a background image."""
+    samples = []
+    for image in images:
+        xml = xml_dir / (image.stem + ".xml")
+        if not xml.is_file():
+            samples.append(empty_sample(image, None, False))
+            continue
+        try:
+            classes, boxes = parse_voc(xml.read_text(encoding="utf-8"), names)
+        except (LabelError, UnicodeDecodeError, OSError) as exc:
+            samples.append(empty_sample(image, xml, False, problem=f"bad annotation: {exc}"))
+            continue
+        samples.append(Sample(image, xml, classes, boxes, False))
+    return samples
+
+
+@dataclass
+class CocoSplit:
+    samples: list[Sample]
+    names: list[str]
+    category_ids: list[int]
+
+
+def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
+    """COCO layout: every image listed in the JSON, category ids mapped to contiguous class indices.
+
+    Crowd annotations (`iscrowd: 1`) are left out, as in the official training. An annotation with
+    a malformed bbox marks its image as a problem.
+    """
+    try:
+        data = json.loads(json_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read COCO annotations ({exc})", json_file) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise UserError("not a COCO annotation file (no 'images' list)", json_file)
+    categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
+    category_ids = [int(c["id"]) for c in categories]
+    names = [str(c.get("name", c["id"])) for c in categories]
+    cat_index = {cid: i for i, cid in enumerate(category_ids)}
+    per_image: dict[int, list[dict]] = {}
+    for ann in data.get("annotations") or []:
+        per_image.setdefault(ann.get("image_id"), []).append(ann)
+    samples = []
+    for info in data["images"]:
+        image = images_dir / str(info.get("file_name", ""))
+        image_id = info.get("id")
+        anns = [a for a in per_image.get(image_id, []) if not a.get("iscrowd", 0)]
+        try:
+            classes, boxes = _coco_boxes(anns, cat_index)
+        except LabelError as exc:
+            samples.append(empty_sample(image, json_file, False, image_id, problem=f"bad annotation: {exc}"))
+            continue
+        samples.append(Sample(image, json_file if len(anns) else None, classes, boxes, False, image_id))
+    return CocoSplit(samples, names, category_ids)
+
+
+def _coco_boxes(anns: Iterable[dict], cat_index: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    classes, boxes = [], []
+    for ann in anns:
+        cid = ann.get("category_id")
+        if cid not in cat_index:
+            raise LabelError(f"annotation {ann.get('id')}: unknown category_id {cid!r}")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+            raise LabelError(f"annotation {ann.get('id')}: bbox must be [x, y, w, h], got {bbox!r}")
+        x, y, w, h = (float(v) for v in bbox)
+        classes.append(cat_index[cid])
+        boxes.append([x, y, x + w, y + h])
+    return np.array(classes, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
