@@ -1,0 +1,83 @@
+"""Optimizer and learning-rate schedule of the official recipe, with a warmup that fits small runs.
+
+SGD (nesterov) with three parameter groups: 0 = batch-norm weights (no weight decay), 1 = conv and
+linear weights (weight decay scaled by batch * accumulate / nbs), 2 = all biases (no weight decay,
+warmup from `warmup_bias_lr`). The learning rate follows a cosine from lr0 to lr0 * lrf over the
+epochs; during the warmup the rates rise linearly (biases fall from warmup_bias_lr), momentum rises
+from warmup_momentum, and gradient accumulation grows from 1 to its nominal value.
+
+The warmup lasts `warmup_epochs` but never more than a third of all iterations: the official
+1,000-iteration floor would spend the whole of a 16-image run warming up. Gradients accumulate to
+the nominal batch `nbs` but never over more than one epoch, so a tiny dataset still gets one
+optimizer step per epoch at least.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+WARMUP_FRACTION = 1.0 / 3.0
+
+
+def accumulation(nbs: float, total_batch: int, iters_per_epoch: int) -> int:
+    """Batches per optimizer step: reach the nominal batch, but step at least once per epoch."""
+    return int(max(1, min(round(nbs / total_batch), iters_per_epoch)))
+
+
+def build_optimizer(model: nn.Module, hyp: dict, total_batch: int, accumulate: int) -> torch.optim.SGD:
+    """SGD with the three parameter groups (BN weights / decayed weights / biases)."""
+    bn_weights, weights, biases = [], [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if name == "bias":
+                biases.append(param)
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
+                bn_weights.append(param)
+            else:
+                weights.append(param)
+    decay = hyp["weight_decay"] * total_batch * accumulate / hyp["nbs"]
+    optimizer = torch.optim.SGD(bn_weights, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    optimizer.add_param_group({"params": weights, "weight_decay": decay})
+    optimizer.add_param_group({"params": biases})
+    for group in optimizer.param_groups:
+        group["initial_lr"] = hyp["lr0"]
+    return optimizer
+
+
+class Schedule:
+    """Learning rate, momentum and accumulation as a pure function of (iteration, epoch): resumable."""
+
+    def __init__(self, hyp: dict, epochs: int, iters_per_epoch: int, total_batch: int) -> None:
+        self.hyp = hyp
+        self.epochs = epochs
+        self.iters_per_epoch = iters_per_epoch
+        self.accumulate = accumulation(hyp["nbs"], total_batch, iters_per_epoch)
+        total = epochs * iters_per_epoch
+        self.warmup_iters = int(min(round(hyp["warmup_epochs"] * iters_per_epoch), total * WARMUP_FRACTION))
+
+    def lr_factor(self, epoch: float) -> float:
+        """Cosine from 1 at epoch 0 to lrf at the last epoch."""
+        lrf = self.hyp["lrf"]
+        return ((1.0 + math.cos(epoch * math.pi / self.epochs)) / 2.0) * (1.0 - lrf) + lrf
+
+    def apply(self, optimizer: torch.optim.Optimizer, ni: int, epoch: int) -> int:
+        """Set every group's lr/momentum for global iteration `ni`; returns the accumulation to use."""
+        factor = self.lr_factor(epoch)
+        if ni < self.warmup_iters:
+            xp = [0, self.warmup_iters]
+            accumulate = max(1, int(np.interp(ni, xp, [1, self.accumulate]).round()))
+            for j, group in enumerate(optimizer.param_groups):
+                start = self.hyp["warmup_bias_lr"] if j == 2 else 0.0
+                group["lr"] = float(np.interp(ni, xp, [start, group["initial_lr"] * factor]))
+                group["momentum"] = float(np.interp(ni, xp, [self.hyp["warmup_momentum"], self.hyp["momentum"]]))
+            return accumulate
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+            group["momentum"] = self.hyp["momentum"]
+        return self.accumulate
