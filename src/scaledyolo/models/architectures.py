@@ -194,4 +194,11 @@ def build_large(spec: "ModelSpec") -> tuple[GraphBuilder, list[int]]:
     return g, level_layers
 
 
-ARCHITECTURES = {"tiny": build_tiny, "csp": build_csp, "large": build_large}
+def build_darknet(spec: "ModelSpec") -> tuple[GraphBuilder, list[int]]:
+    """Any darknet cfg (carried in `spec.extra['cfg']`), layer for layer: see `scaledyolo.interop.darknet`."""
+    from scaledyolo.interop.darknet import build_darknet as build
+
+    return build(spec)
+
+
+ARCHITECTURES = {"tiny": build_tiny, "csp": build_csp, "large": build_large, "darknet": build_darknet}

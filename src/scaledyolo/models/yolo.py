@@ -66,7 +66,8 @@ class Detect(nn.Module):
             stride = self.strides[level]
             y = x.sigmoid()
             if self.decode_rule == "darknet":
-                xy = (y[..., :2] * self.scale_xy - 0.5 * (self.scale_xy - 1) + grid) * stride
+                scale = self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy
+                xy = (y[..., :2] * scale - 0.5 * (scale - 1) + grid) * stride
                 wh = torch.exp(x[..., 2:4]) * anchor
             else:
                 xy = (y[..., :2] * 2.0 - 0.5 + grid) * stride
