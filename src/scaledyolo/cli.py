@@ -51,6 +51,18 @@ def cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from scaledyolo.data.report import data_report, format_report, write_preview
+
+    report = data_report(args.data, model=args.model, img_size=args.img)
+    print_json(report) if args.json else print(format_report(report))
+    if args.preview:
+        path = write_preview(args.data, args.preview, img_size=args.preview_img, hyp=args.hyp)
+        if not args.json:
+            print(f"preview: {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -105,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="cpu, 0, cuda:0 ... (default: first GPU if any, else CPU)")
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
     handlers["val"] = cmd_val
+
+    p = sub.add_parser("data", help="check a dataset: counts, problems, class and box statistics, anchor fit",
+                       description="Read and check every split of a data YAML (YOLO, Pascal VOC or COCO layout): usable "
+                                   "images, boxes, background images, problems (each bad file and why), per-class box "
+                                   "counts, box sizes and the best possible recall of a model's anchors. Results are "
+                                   "cached next to the labels until a file changes.")
+    p.add_argument("data", help="data YAML")
+    p.add_argument("--json", action="store_true", help="print {split: {images, boxes, problems, ...}} as JSON")
+    p.add_argument("--preview", metavar="FILE", help="write a picture of one augmented training batch (.png/.jpg)")
+    p.add_argument("--model", default="yolov4-csp", help=f"whose anchors to fit ({MEMBERS_HELP})")
+    p.add_argument("--img", type=int, default=640, help="training size in pixels for the anchor fit")
+    p.add_argument("--preview-img", type=int, default=320, help="tile size of the --preview picture")
+    p.add_argument("--hyp", default="scratch", help="augmentation recipe for --preview: scratch, finetune or a YAML")
+    handlers["data"] = cmd_data
 
     for p in sub.choices.values():
         _add_common(p)

@@ -1,0 +1,143 @@
+"""`scaledyolo data`: what a dataset holds, what is wrong with it, how the anchors fit, and a picture
+of one augmented training batch."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from scaledyolo.data.anchors import anchor_fit, label_wh
+from scaledyolo.data.checks import scan_split
+from scaledyolo.data.dataset import load_data_config
+from scaledyolo.data.loader import create_dataloader
+from scaledyolo.errors import UserError
+
+COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    return {"min": float(values.min()), "median": float(np.median(values)), "mean": float(values.mean()),
+            "max": float(values.max())}
+
+
+def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int = 640, thr: float = 4.0
+                ) -> dict[str, dict[str, Any]]:
+    """Per split: usable `images`, `boxes`, `backgrounds`, `problems` [{file, problem}], `fixes`
+    (labels clipped or deduplicated), per-class box counts, box sizes in original pixels (and COCO
+    small/medium/large counts), and the anchor fit (BPR at `thr`) of `model` at `img_size`."""
+    from scaledyolo.models.spec import get_spec
+
+    cfg = load_data_config(data_yaml)
+    anchors = np.array(get_spec(model).anchors, dtype=np.float64).reshape(-1, 2)
+    report: dict[str, dict[str, Any]] = {}
+    for split in cfg.splits:
+        data = scan_split(cfg, split)
+        labels = [lab for lab in data.labels]
+        per_box_hw = [np.repeat(data.shapes[i:i + 1], len(lab), 0) for i, lab in enumerate(labels)]
+        all_labels = np.concatenate(labels, 0) if labels else np.zeros((0, 5))
+        hw = np.concatenate(per_box_hw, 0) if per_box_hw else np.zeros((0, 2))
+        w_px, h_px = all_labels[:, 3] * hw[:, 1], all_labels[:, 4] * hw[:, 0]
+        area = w_px * h_px
+        counts = np.bincount(all_labels[:, 0].astype(np.int64), minlength=cfg.nc) if len(all_labels) else \
+            np.zeros(cfg.nc, np.int64)
+        bpr, aat = anchor_fit(label_wh(data.shapes, labels, img_size), anchors, thr)
+        report[split] = {
+            "images": len(data.image_files),
+            "boxes": int(len(all_labels)),
+            "backgrounds": data.backgrounds,
+            "problems": [{"file": p["file"], "problem": p["problem"]} for p in data.problems],
+            "fixes": [{"file": p["file"], "problem": p["problem"]} for p in data.notes],
+            "classes": {name: int(c) for name, c in zip(cfg.names, counts)},
+            "box_size": {"width_px": _stats(w_px), "height_px": _stats(h_px),
+                         "small": int((area < COCO_SMALL).sum()),
+                         "medium": int(((area >= COCO_SMALL) & (area < COCO_MEDIUM)).sum()),
+                         "large": int((area >= COCO_MEDIUM).sum())},
+            "anchors": {"model": model, "img": img_size, "anchor_t": thr, "bpr": bpr, "anchors_per_box": aat},
+        }
+    return report
+
+
+def format_report(report: dict[str, dict[str, Any]]) -> str:
+    """The report as a short human-readable text."""
+    lines = []
+    for split, r in report.items():
+        a = r["anchors"]
+        lines.append(f"{split}: {r['images']} images ({r['backgrounds']} background), {r['boxes']} boxes, "
+                     f"{len(r['problems'])} problem(s), {len(r['fixes'])} label fix(es)")
+        lines.append("  classes: " + ", ".join(f"{n} {c}" for n, c in r["classes"].items()))
+        bs = r["box_size"]
+        if bs["width_px"]:
+            lines.append(f"  box size (px): width median {bs['width_px']['median']:.0f} "
+                         f"[{bs['width_px']['min']:.0f}-{bs['width_px']['max']:.0f}], height median "
+                         f"{bs['height_px']['median']:.0f} [{bs['height_px']['min']:.0f}-{bs['height_px']['max']:.0f}]; "
+                         f"small {bs['small']}, medium {bs['medium']}, large {bs['large']}")
+        lines.append(f"  anchors of {a['model']} at {a['img']}: best possible recall {a['bpr']:.4f} "
+                     f"({a['anchors_per_box']:.2f} anchors per box, anchor_t {a['anchor_t']:g})")
+        for p in r["problems"]:
+            lines.append(f"  problem: {p['file']}: {p['problem']}")
+    return "\n".join(lines)
+
+
+def _colour(cls: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(cls + 7)
+    return tuple(int(v) for v in rng.integers(60, 256, 3))
+
+
+def draw_batch(imgs: np.ndarray, targets: np.ndarray, names: list[str], cols: int = 2, min_width: int = 512
+               ) -> np.ndarray:
+    """A BGR grid picture of a batch (imgs (B, 3, H, W) RGB uint8, targets (n, 6) normalised) with
+    boxes and class names, tiles scaled so the picture is at least `min_width` wide."""
+    b, _, h, w = imgs.shape
+    cols = min(cols, b)
+    rows = -(-b // cols)
+    scale = max(1.0, min_width / (cols * w))
+    th, tw = round(h * scale), round(w * scale)
+    grid = np.full((rows * th, cols * tw, 3), 255, np.uint8)
+    for i in range(b):
+        tile = cv2.resize(np.ascontiguousarray(imgs[i].transpose(1, 2, 0)[:, :, ::-1]), (tw, th))
+        for _, cls, cx, cy, bw, bh in targets[targets[:, 0] == i]:
+            x1, y1 = round((cx - bw / 2) * tw), round((cy - bh / 2) * th)
+            x2, y2 = round((cx + bw / 2) * tw), round((cy + bh / 2) * th)
+            colour = _colour(int(cls))
+            cv2.rectangle(tile, (x1, y1), (x2, y2), colour, 2)
+            name = names[int(cls)] if int(cls) < len(names) else str(int(cls))
+            (tw_txt, th_txt), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            ty = max(y1, th_txt + 4)
+            cv2.rectangle(tile, (x1, ty - th_txt - 4), (x1 + tw_txt + 4, ty), colour, -1)
+            cv2.putText(tile, name, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        r, c = divmod(i, cols)
+        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+        cv2.rectangle(grid, (c * tw, r * th), ((c + 1) * tw - 1, (r + 1) * th - 1), (255, 255, 255), 1)
+    return grid
+
+
+def write_image_atomic(path: str | Path, img: np.ndarray) -> Path:
+    """Encode by the file's suffix and write via a temp file + rename."""
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", img)
+    if not ok:
+        raise UserError(f"cannot write a picture with suffix {path.suffix!r} (use .png or .jpg)", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def write_preview(data_yaml: str | Path, file: str | Path, img_size: int = 320, batch_size: int = 4,
+                  hyp: str | dict[str, float] | None = "scratch", seed: int = 0) -> Path:
+    """Draw one augmented training batch (mosaic etc. per `hyp`) with boxes and class names."""
+    cfg = load_data_config(data_yaml)
+    split = "train" if "train" in cfg.splits else next(iter(cfg.splits))
+    loader, dataset = create_dataloader(cfg, split, img_size, batch_size, hyp=hyp, augment=True, shuffle=True,
+                                        seed=seed)
+    imgs, targets, _, _ = next(iter(loader))
+    return write_image_atomic(file, draw_batch(imgs.numpy(), targets.numpy(), dataset.names))
