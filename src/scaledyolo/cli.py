@@ -63,6 +63,27 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from scaledyolo.train.trainer import train
+
+    if not args.resume and not args.data:
+        raise _usage("train needs --data DATA.yaml (or --resume RUN_DIR)")
+    train(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
+          project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
+          workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,
+          noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache, val=not args.noval)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scaledyolo.train.demo import demo
+
+    summary = demo(project=args.project, name=args.name, device=args.device)
+    if args.json:
+        print_json(summary)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -131,6 +152,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-img", type=int, default=320, help="tile size of the --preview picture")
     p.add_argument("--hyp", default="scratch", help="augmentation recipe for --preview: scratch, finetune or a YAML")
     handlers["data"] = cmd_data
+
+    p = sub.add_parser("train", help="train a model (one CPU/GPU, or many with torchrun)",
+                       description="Train with the official Scaled-YOLOv4 recipe: CIoU + BCE losses, SGD with warmup "
+                                   "and cosine schedule, gradient accumulation to a nominal batch of 64, EMA weights, "
+                                   "validation each epoch. Writes PROJECT/NAME (then NAME2, ...): weights/last.pt, "
+                                   "weights/best.pt, results.csv, results.png, args.yaml, batch pictures, TensorBoard "
+                                   "events. Many GPUs or processes: torchrun --nproc_per_node K -m scaledyolo train ...")
+    p.add_argument("--model", default="yolov4-csp",
+                   help=f"member name ({MEMBERS_HELP}), spec YAML, or weights file to start from")
+    p.add_argument("--data", help="data YAML")
+    p.add_argument("--img", type=int, default=640, help="training and validation size in pixels")
+    p.add_argument("--epochs", type=int, default=300, help="number of epochs")
+    p.add_argument("--batch", type=int, default=16, help="total batch size (over all processes)")
+    p.add_argument("--device", default="", help="cpu, 0, 0,1 ... (default: first GPU if any, else CPU)")
+    p.add_argument("--project", default="runs/train", help="folder of the run folders")
+    p.add_argument("--name", default="exp", help="run folder name (never overwritten: exp2, exp3 ...)")
+    p.add_argument("--hyp", default="scratch", help="hyper-parameters: scratch, finetune or a YAML file")
+    p.add_argument("--weights", help="initial weights (ours, darknet .cfg/.weights, official .pt); layers are "
+                                     "matched by name and shape, so another class count is fine")
+    p.add_argument("--resume", metavar="RUN_DIR|last.pt", help="continue an interrupted run where it stopped")
+    p.add_argument("--workers", type=int, default=2, help="data loading worker processes (per process)")
+    p.add_argument("--multi-scale", action="store_true", help="vary the image size +-50%% (multiples of the stride)")
+    p.add_argument("--freeze", type=int, default=0, help="freeze the first K layers (transfer learning)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, initialisation)")
+    p.add_argument("--noautoanchor", action="store_true", help="keep the model's anchors (no k-means refit)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: fp16 mixed precision on CUDA, fp32 on CPU")
+    p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
+    p.add_argument("--noval", action="store_true", help="skip validation (best.pt is then the latest epoch)")
+    handlers["train"] = cmd_train
+
+    p = sub.add_parser("demo", help="train yolov4-tiny on synthetic shapes in minutes on a CPU and show it",
+                       description="No arguments needed: writes a synthetic dataset, trains yolov4-tiny from scratch "
+                                   "on the CPU (a few minutes), validates on held-out images, prints mAP50 and "
+                                   "mAP50-95 and draws its detections. Everything goes to PROJECT/NAME.")
+    p.add_argument("--project", default="runs/demo", help="folder of the demo run folders")
+    p.add_argument("--name", default="exp", help="run folder name (exp, exp2 ...)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or a GPU index")
+    p.add_argument("--json", action="store_true", help="print the summary (map50, map, paths) as JSON")
+    handlers["demo"] = cmd_demo
 
     for p in sub.choices.values():
         _add_common(p)
