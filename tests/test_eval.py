@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 from scaledyolo.eval.coco import (COCO80_NAMES, COCO80_TO_91, category_id_map, coco_evaluate, ground_truth,
@@ -160,3 +161,209 @@ def test_plots_are_written(tmp_path):
         picture = cv2.imread(str(tmp_path / name))
         assert picture is not None and picture.shape[0] > 50 and picture.std() > 1
     assert not list(tmp_path.glob(".*tmp"))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def pycocotools_direct(gt: dict, results_file) -> list[float]:
+    """pycocotools on a ground-truth dict and a results JSON file, with no scaledyolo code involved."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(str(results_file)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(s) for s in ev.stats[:3]]
+
+
+def yolo_txt_ground_truth(root, split: str, nc: int) -> dict:
+    """COCO ground truth written straight from YOLO label files and image sizes (ids: the file stems)."""
+    import cv2
+
+    images, anns = [], []
+    for img_file in sorted((root / "images" / split).glob("*.jpg")):
+        h, w = cv2.imread(str(img_file)).shape[:2]
+        images.append({"id": img_file.stem, "height": h, "width": w})
+        for line in (root / "labels" / split / f"{img_file.stem}.txt").read_text().split("\n"):
+            if line.strip():
+                c, cx, cy, bw, bh = map(float, line.split())
+                anns.append({"id": len(anns) + 1, "image_id": img_file.stem, "category_id": int(c), "iscrowd": 0,
+                             "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h], "area": bw * w * bh * h})
+    return {"images": images, "annotations": anns, "categories": [{"id": i} for i in range(nc)]}
+
+
+class Oracle(torch.nn.Module):
+    """Replays prepared eval-mode outputs batch by batch: predictions we control, through the real pipeline."""
+
+    def __init__(self, outputs: list, names: list[str]) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.outputs, self.names, self.num_classes = list(outputs), names, len(names)
+
+    def forward(self, x):
+        out = self.outputs.pop(0)
+        assert out.shape[0] == x.shape[0]
+        return out
+
+
+def oracle_outputs(loader, nc: int, noise: float, seed: int = 0) -> list:
+    """Eval-mode tensors made from each batch's targets: exact boxes (noise 0) or jittered ones with
+    random scores, 20% missed, plus two false positives per image."""
+    gen = torch.Generator().manual_seed(seed)
+    outputs = []
+    for imgs, targets, _, _ in loader:
+        b, _, h, w = imgs.shape
+        out = torch.zeros(b, 64, 5 + nc)
+        for i in range(b):
+            t = targets[targets[:, 0] == i]
+            n = len(t)
+            boxes = t[:, 2:6] * torch.tensor([w, h, w, h])
+            score = torch.ones(n)
+            if noise:
+                boxes[:, :2] += torch.randn(n, 2, generator=gen) * noise * boxes[:, 2:]
+                boxes[:, 2:] *= 1 + torch.randn(n, 2, generator=gen) * noise
+                score = torch.rand(n, generator=gen) * 0.9 + 0.1
+                score[torch.rand(n, generator=gen) < 0.2] = 0
+                fp = torch.rand(2, 4, generator=gen) * torch.tensor([w, h, w / 3, h / 3])
+                out[i, n:n + 2, :4], out[i, n:n + 2, 4] = fp, torch.rand(2, generator=gen)
+                out[i, n:n + 2, 5] = 1
+            out[i, :n, :4], out[i, :n, 4] = boxes, score
+            out[i, torch.arange(n), 5 + t[:, 1].long()] = 1
+        outputs.append(out)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from scaledyolo.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, n_train=1, n_val=12, img_size=160, seed=1)
+    return root
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.08])
+def test_validate_saved_json_rescored_by_pycocotools_matches(synthetic_root, tmp_path, noise):
+    from scaledyolo.data.loader import create_dataloader
+    from scaledyolo.eval.validate import validate
+
+    loader, dataset = create_dataloader(str(synthetic_root / "data.yaml"), "val", 128, 4, rect=True)
+    model = Oracle(oracle_outputs(loader, dataset.nc, noise), dataset.names)
+    result = validate(model, loader, dataset, names=dataset.names, save_json=tmp_path / "pred.json",
+                      plots_dir=tmp_path / "plots", progress=False)
+    direct = pycocotools_direct(yolo_txt_ground_truth(synthetic_root, "val", dataset.nc), tmp_path / "pred.json")
+    assert [result["map"], result["map50"], result["map75"]] == pytest.approx(direct, abs=0.005)
+    assert [result["own"]["map"], result["own"]["map50"]] == pytest.approx(direct[:2], abs=0.005)
+    if noise == 0:
+        assert result["map"] == pytest.approx(1.0, abs=1e-6)
+    else:
+        assert 0.2 < result["map"] < 0.95
+    for name in ("PR_curve.png", "confusion_matrix.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+    saved = json.loads((tmp_path / "pred.json").read_text())
+    assert {r["image_id"] for r in saved} <= {p.stem for p in (synthetic_root / "images" / "val").glob("*.jpg")}
+
+
+@pytest.fixture(scope="module")
+def raccoon(tmp_path_factory):
+    """Four real raccoon images (Pascal VOC) and a random-weight yolov4-tiny checkpoint for one class."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from scaledyolo import build_model
+    from scaledyolo.train.checkpoint import save_checkpoint
+
+    src = Path(__file__).parent / "fixtures" / "raccoon"
+    root = tmp_path_factory.mktemp("raccoon")
+    for sub in ("images", "annotations"):
+        (root / sub).mkdir()
+    for img in sorted((src / "images").glob("*.jpg"))[:4]:
+        shutil.copy(img, root / "images" / img.name)
+        shutil.copy(src / "annotations" / f"{img.stem}.xml", root / "annotations" / f"{img.stem}.xml")
+    split = {"images": "images", "annotations": "annotations"}
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": split, "val": split,
+                                                    "names": ["raccoon"]}))
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=1)
+    model.names = ["raccoon"]
+    save_checkpoint(root / "tiny.pt", model)
+    return root
+
+
+def voc_ground_truth(root) -> dict:
+    """COCO ground truth straight from the VOC XML files (ids: the file stems)."""
+    import xml.etree.ElementTree as ET
+
+    images, anns = [], []
+    for xml in sorted((root / "annotations").glob("*.xml")):
+        tree = ET.parse(xml).getroot()
+        stem = xml.stem
+        images.append({"id": stem, "width": int(tree.find("size/width").text),
+                       "height": int(tree.find("size/height").text)})
+        for obj in tree.iter("object"):
+            x1, y1, x2, y2 = (float(obj.find(f"bndbox/{k}").text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            anns.append({"id": len(anns) + 1, "image_id": stem, "category_id": 0, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    return {"images": images, "annotations": anns, "categories": [{"id": 0, "name": "raccoon"}]}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from scaledyolo.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_val_cli_json_equals_pycocotools_on_its_saved_json(raccoon, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "val", "--weights", raccoon / "tiny.pt", "--data", raccoon / "data.yaml",
+                           "--img", 128, "--batch", 4, "--json", "--save-json", tmp_path / "pred.json",
+                           "--device", "cpu")
+    assert code == 0
+    report = json.loads(out)
+    assert report["images"] == 4 and report["labels"] >= 4
+    for key in ("map", "map50", "map75"):
+        assert 0.0 <= report[key] <= 1.0
+    saved = json.loads((tmp_path / "pred.json").read_text())
+    assert saved and {r["category_id"] for r in saved} == {0}
+    assert {r["image_id"] for r in saved} <= {p.stem for p in (raccoon / "images").glob("*.jpg")}
+    direct = pycocotools_direct(voc_ground_truth(raccoon), tmp_path / "pred.json")
+    assert [report["map"], report["map50"], report["map75"]] == pytest.approx(direct, abs=0.005)
+
+
+def test_val_cli_table_tta_and_plots(raccoon, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "val", "--weights", raccoon / "tiny.pt", "--data", raccoon / "data.yaml",
+                           "--img", 128, "--tta", "--plots", tmp_path / "plots", "--device", "cpu")
+    assert code == 0
+    assert "mAP50-95" in out and "raccoon" in out and "AP small" in out
+    assert (tmp_path / "plots" / "PR_curve.png").is_file() and (tmp_path / "plots" / "confusion_matrix.png").is_file()
+
+
+def test_val_cli_subnet_runs_on_fewer_levels(raccoon, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "val", "--weights", raccoon / "tiny.pt", "--data", raccoon / "data.yaml",
+                           "--img", 128, "--subnet", "p5-p5", "--json", "--save-json", tmp_path / "sub.json",
+                           "--device", "cpu")
+    assert code == 0 and json.loads(out)["subnet"] == "p5-p5"
+    assert all(0.0 <= json.loads(out)[k] <= 1.0 for k in ("map", "map50", "map75"))
+
+
+def test_val_cli_class_count_mismatch_is_a_one_line_error(raccoon, tmp_path, capsys):
+    import yaml
+
+    data = yaml.safe_load((raccoon / "data.yaml").read_text())
+    data["names"] = ["raccoon", "dog"]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
+    code, _, err = run_cli(capsys, "val", "--weights", raccoon / "tiny.pt", "--data", tmp_path / "two.yaml",
+                           "--img", 128, "--device", "cpu")
+    assert code == 2 and err.count("\n") == 1 and "classes" in err

@@ -68,11 +68,23 @@ def image_id_from_path(path: str | Path) -> int | str:
 
 
 def dataset_image_ids(dataset: Any) -> list[int | str]:
-    """Image ids of a dataset: its own `image_ids` when it has them, else derived from the file names."""
-    ids = getattr(dataset, "image_ids", None)
-    if ids is not None:
-        return list(ids)
-    return [image_id_from_path(f) for f in dataset.image_files]
+    """The `--save-json` image ids of a dataset's images, in its order.
+
+    COCO-layout splits keep the annotation file's ids (`dataset.image_ids`); every other layout
+    uses `image_id_from_path`. Files whose stems collide get "folder/stem" ids so that no two
+    images share an id.
+    """
+    cfg = getattr(dataset, "data_cfg", None)
+    split = cfg.splits.get(getattr(dataset, "split", None)) if cfg is not None else None
+    if split is not None and split.kind == "coco":
+        return list(dataset.image_ids)
+    ids = [image_id_from_path(f) for f in dataset.image_files]
+    if len(set(ids)) < len(ids):
+        counts: dict[int | str, int] = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        ids = [f"{Path(f).parent.name}/{Path(f).stem}" if counts[i] > 1 else i for i, f in zip(ids, dataset.image_files)]
+    return ids
 
 
 def labels_to_xyxy(labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +111,7 @@ def ground_truth(dataset: Any, names: Sequence[str] | None = None, category_ids:
     """
     names = list(names if names is not None else _dataset_names(dataset))
     if category_ids is None:
-        category_ids = _dataset_category_ids(dataset)
+        category_ids = dataset_category_ids(dataset)
     cat_map = category_id_map(names, category_ids)
     ids = dataset_image_ids(dataset)
     images, annotations = [], []
@@ -134,14 +146,17 @@ def coco_evaluate(gt: dict[str, Any], results: list[dict[str, Any]], verbose: bo
     """pycocotools bbox evaluation: map (AP@[.5:.95]), map50, map75, map_small/medium/large, per_class.
 
     `per_class` follows `gt["categories"]`: AP and AP50 per category (None where it has no ground
-    truth). Image ids may be ints or strings (mixed too): they are renumbered internally because
-    pycocotools sorts them.
+    truth). Image ids may be ints or strings (mixed too): they are renumbered internally, in the
+    order pycocotools would sort them, because it cannot sort a mix.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     keys = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
-    renumber = {img["id"]: k + 1 for k, img in enumerate(gt["images"])}
+    # Number the images in the order pycocotools sorts their ids: with tied scores, that order decides
+    # which detection counts first, so this keeps the figures equal to scoring the saved JSON directly.
+    ordered = sorted((img["id"] for img in gt["images"]), key=lambda i: (isinstance(i, str), i))
+    renumber = {image_id: k + 1 for k, image_id in enumerate(ordered)}
     gt = copy.deepcopy(gt)
     for img in gt["images"]:
         img["id"] = renumber[img["id"]]
@@ -183,15 +198,17 @@ def coco_evaluate(gt: dict[str, Any], results: list[dict[str, Any]], verbose: bo
 
 def _dataset_names(dataset: Any) -> list[str]:
     names = getattr(dataset, "names", None)
-    if names is None and getattr(dataset, "config", None) is not None:
-        names = dataset.config.names
+    if names is None and getattr(dataset, "data_cfg", None) is not None:
+        names = dataset.data_cfg.names
     if names is None:
         raise ValueError("the dataset carries no class names: pass names=")
     return list(names)
 
 
-def _dataset_category_ids(dataset: Any) -> list[int] | None:
+def dataset_category_ids(dataset: Any) -> list[int] | None:
+    """The original category ids of a COCO-layout dataset (from its data config), else None."""
     ids = getattr(dataset, "category_ids", None)
-    if ids is None and getattr(dataset, "config", None) is not None:
-        ids = getattr(dataset.config, "category_ids", None)
+    cfg = getattr(dataset, "data_cfg", None)
+    if ids is None and cfg is not None:
+        ids = getattr(cfg, "category_ids", None)
     return None if ids is None else list(ids)

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from scaledyolo.errors import UserError
-from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_image_ids, ground_truth, labels_to_xyxy,
-                                  results_json)
+from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_image_ids,
+                                  ground_truth, labels_to_xyxy, results_json)
 from scaledyolo.eval.files import write_json
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
@@ -54,7 +54,7 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     if not names:
         names = [str(i) for i in range(nc)]
     if category_ids is None:
-        category_ids = getattr(dataset, "category_ids", None)
+        category_ids = dataset_category_ids(dataset)
     path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
     all_ids = dataset_image_ids(dataset)
     forward = _tta_forward if tta else None
