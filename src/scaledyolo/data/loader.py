@@ -170,8 +170,8 @@ def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, str, Shapes]]
         lab = lab.clone()
         lab[:, 0] = i
         if (h, w) != (hmax, wmax):
-            lab[:, [1, 3]] *= w / wmax
-            lab[:, [2, 4]] *= h / hmax
+            lab[:, [2, 4]] *= w / wmax
+            lab[:, [3, 5]] *= h / hmax
         targets.append(lab)
     return out_imgs, torch.cat(targets, 0), list(paths), list(shapes)
 
