@@ -104,9 +104,11 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     if was_training:
         model.train()
 
-    own = ap_per_class(_cat(tps, (0, 10), bool), _cat(confs, (0,)), _cat(pred_classes, (0,)),
-                       _cat(target_classes, (0,)), nc)
     image_ids = [all_ids[i] for i in seen]
+    # Accumulate in pycocotools' image order so tied scores are ranked the same way.
+    order = sorted(range(len(seen)), key=lambda k: (isinstance(image_ids[k], str), image_ids[k]))
+    own = ap_per_class(_cat([tps[k] for k in order], (0, 10), bool), _cat([confs[k] for k in order], (0,)),
+                       _cat([pred_classes[k] for k in order], (0,)), _cat(target_classes, (0,)), nc)
     cat_map = category_id_map(names, category_ids)
     jdict = results_json(image_ids, predictions, cat_map) if (coco or save_json) else None
     if save_json:
