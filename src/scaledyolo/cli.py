@@ -84,6 +84,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from scaledyolo.interop.convert import convert
+
+    out = convert(args.source, weights=args.weights_file, output=args.output)
+    print_json({"output": str(out)}) if args.json else print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from scaledyolo.interop.convert import export
+
+    files = export(args.weights, format=args.format, output=args.output, img=args.img, dynamic=args.dynamic,
+                   half=args.half)
+    print_json({"files": [str(f) for f in files]}) if args.json else print("wrote " + ", ".join(map(str, files)))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -192,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or a GPU index")
     p.add_argument("--json", action="store_true", help="print the summary (map50, map, paths) as JSON")
     handlers["demo"] = cmd_demo
+
+    p = sub.add_parser("convert", help="darknet cfg+weights or an official Scaled-YOLOv4 .pt -> our checkpoint",
+                       description="Convert darknet .cfg + .weights (any class count) or an official Scaled-YOLOv4 "
+                                   ".pt (P5/P6/P7, yaml CSP; read with a restricted unpickler that runs no code) "
+                                   "into a scaledyolo checkpoint.")
+    p.add_argument("source", help="darknet .cfg or official .pt")
+    p.add_argument("weights_file", nargs="?", metavar="WEIGHTS",
+                   help="darknet .weights (default: the .weights beside the cfg with the same stem)")
+    p.add_argument("-o", "--output", help="output checkpoint (default: SOURCE-scaledyolo.pt)")
+    p.add_argument("--json", action="store_true", help="print {output} as JSON")
+    handlers["convert"] = cmd_convert
+
+    p = sub.add_parser("export", help="export to ONNX, TorchScript or darknet cfg+weights",
+                       description="Export a model for deployment. onnx: opset 17 with box decoding inside (output "
+                                   "(B, N, 5+nc): cx, cy, w, h in pixels, objectness, class probabilities; NMS "
+                                   "outside). torchscript: traced and frozen. darknet: cfg + weights (tiny, csp and "
+                                   "darknet-cfg models) that convert back bit-exactly.")
+    p.add_argument("--weights", required=True, help=f"weights file (any format) or member name ({MEMBERS_HELP})")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "darknet"], help="output format")
+    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--output", help="output file (onnx, torchscript) or folder (darknet)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
+    p.add_argument("--half", action="store_true", help="fp16 weights and input (for GPU runtimes)")
+    p.add_argument("--json", action="store_true", help="print {files} as JSON")
+    handlers["export"] = cmd_export
 
     for p in sub.choices.values():
         _add_common(p)

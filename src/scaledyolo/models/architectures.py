@@ -3,7 +3,8 @@
 - `tiny`: CSPOSANet backbone + PCB head, leaky 0.1 (darknet yolov4-tiny.cfg, layer for layer).
 - `csp`: CSPDarknet53s backbone, SPPCSP, CSP-PAN neck (darknet yolov4-csp.cfg, layer for layer).
 - `large`: fully CSP-ized backbone and PAN (official yolov4-p5/p6/p7.yaml, layer for layer); the
-  number of stages and the per-stage depths come from the spec, so P6 and P7 are P5 scaled.
+  number of stages and the per-stage depths come from the spec, so P6 and P7 are P5 scaled;
+  `spec.extra["first_stage"] == "bottleneck"` gives the official yolov4-csp.yaml (a plain residual first stage).
 Each generator returns the builder and the indices of the layers whose outputs are the detection
 levels, by increasing stride.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from scaledyolo.models.graph import GraphBuilder
 from scaledyolo.models.layers import (
-    BottleneckCSP, BottleneckCSP2, Concat, Conv, Identity, MaxPool, Shortcut, SPPCSP, Upsample,
+    Bottleneck, BottleneckCSP, BottleneckCSP2, Concat, Conv, Identity, MaxPool, Shortcut, SPPCSP, Upsample,
 )
 
 if TYPE_CHECKING:
@@ -170,7 +171,10 @@ def build_large(spec: "ModelSpec") -> tuple[GraphBuilder, list[int]]:
         stage = f"stage{i + 1}"
         c = w(stage_widths[i])
         g.add(Conv(g.channels_of(-1), c, 3, 2, act), c, stage, stride_factor=2)
-        outputs.append(g.add(BottleneckCSP(c, c, spec.depths[i], True, act), c, stage))
+        if i == 0 and spec.extra.get("first_stage") == "bottleneck":  # the official yolov4-csp.yaml
+            outputs.append(g.add(Bottleneck(c, c, True, act, e=0.5), c, stage))
+        else:
+            outputs.append(g.add(BottleneckCSP(c, c, spec.depths[i], True, act), c, stage))
     nl = spec.stages - 2
     neck_width = [w(min(128 * 2 ** i, 512)) for i in range(nl)]
     top = g.add(SPPCSP(g.channels_of(-1), neck_width[-1], act), neck_width[-1], "neck")

@@ -1,0 +1,103 @@
+"""`load_model`: the one entry point that reads weights, whatever their format.
+
+Every command that reads a weights file goes through here, so each format is read the safe way:
+our checkpoints with `torch.load(weights_only=True)`, official Scaled-YOLOv4 `.pt` files and any other
+pickle through the restricted unpickler, darknet `.cfg`/`.weights` as plain text and floats.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+
+from scaledyolo.errors import UserError
+from scaledyolo.models.spec import MEMBERS
+from scaledyolo.models.yolo import YOLO, build_model
+
+
+def default_names(num_classes: int) -> list[str]:
+    """COCO's names for 80-class models (what official and darknet weights are trained on), else indices."""
+    if num_classes == 80:
+        from scaledyolo.eval.coco import COCO80_NAMES
+
+        return list(COCO80_NAMES)
+    return [str(i) for i in range(num_classes)]
+
+
+def _names_beside(cfg: Path, num_classes: int) -> list[str]:
+    names_file = cfg.with_suffix(".names")
+    if not names_file.is_file():
+        return default_names(num_classes)
+    names = [line.strip() for line in names_file.read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.strip()]
+    if len(names) != num_classes:
+        raise UserError(f"has {len(names)} names but {cfg.name} has {num_classes} classes", names_file)
+    return names
+
+
+def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
+    from scaledyolo.interop.darknet import model_from_cfg
+
+    if weights is None and cfg.with_suffix(".weights").is_file():
+        weights = cfg.with_suffix(".weights")
+    model = model_from_cfg(cfg, weights)
+    model.names = _names_beside(cfg, model.num_classes)
+    return model
+
+
+def _is_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _load_file(path: Path, weights: str | Path | None) -> YOLO:
+    from scaledyolo.train.checkpoint import is_our_checkpoint, model_from_checkpoint, read_checkpoint
+
+    suffix = path.suffix.lower()
+    if suffix == ".cfg":
+        return _load_darknet(path, weights)
+    if suffix == ".weights":
+        raise UserError("darknet .weights need their .cfg: pass the .cfg (weights with the same stem beside it are "
+                        "found), or the cfg with weights=", path)
+    if weights is not None:
+        raise UserError("weights= goes with a darknet .cfg only", path)
+    if is_our_checkpoint(path):
+        return model_from_checkpoint(read_checkpoint(path), path=path)
+    if zipfile.is_zipfile(path) or _is_pickle(path):
+        from scaledyolo.interop.official import load_official
+
+        model = load_official(path)
+        model.names = default_names(model.num_classes)
+        return model
+    raise UserError("not a model file: expected a scaledyolo checkpoint, an official Scaled-YOLOv4 .pt or a "
+                    "darknet .cfg (with its .weights)", path)
+
+
+def load_model(path: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu",
+               num_classes: int | None = None) -> YOLO:
+    """An eval-mode model (with `.names` and `.predict`) from any weights the project knows.
+
+    `path`: our checkpoint, a darknet `.cfg` (its `.weights` beside it with the same stem, or
+    `weights=`; class names from a `.names` file beside it), an official Scaled-YOLOv4 `.pt`, or a
+    member name (random weights). `num_classes`, when given, must match the weights' class count.
+    """
+    p = Path(path)
+    if p.is_file():
+        model = _load_file(p, weights)
+    elif str(path).lower() in MEMBERS and not p.exists():
+        model = build_model(str(path).lower(), num_classes=num_classes or 80)
+        model.names = default_names(model.num_classes)
+    elif p.is_dir():
+        raise UserError("is a folder, expected a weights file", p)
+    else:
+        raise UserError(f"weights file not found (or a member name: {', '.join(MEMBERS)})", p)
+    if num_classes is not None and model.num_classes != num_classes:
+        raise UserError(f"the weights are for {model.num_classes} classes, not {num_classes}; to fine-tune them on "
+                        f"{num_classes} classes run `scaledyolo train --weights {path}` (output layers start fresh)", p)
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise UserError(f"cannot use device {device!r}: {str(exc).splitlines()[0][:200]}") from None
+    return model.eval()

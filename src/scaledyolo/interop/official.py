@@ -1,0 +1,161 @@
+"""Official Scaled-YOLOv4 `.pt` files (yolov4-large branch: P5, P6, P7 and the yaml CSP) -> our model.
+
+The official train.py pickles `{'epoch', 'best_fitness', 'training_results', 'model', 'optimizer'}`
+with `model` a whole `models.yolo.Model` (often fp16 after strip_optimizer). The file is read with
+the restricted unpickler only, so its classes arrive as inert stand-ins holding their state. Our
+large members are built layer for layer like the official yaml (same indices), so `model.N.*` maps
+to `layers.N.*` and the Detect's `m.*` to `detect.m.*`; anchors come from `anchor_grid` (pixels).
+The structure is checked (layer types, their inputs, every tensor's name and shape) before loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scaledyolo.errors import UserError
+from scaledyolo.interop.unpickler import StandIn, restricted_load
+from scaledyolo.models.spec import MEMBERS, ModelSpec
+from scaledyolo.models.yolo import YOLO
+
+OUR_TYPES = {  # official class -> the class our graph holds at the same index
+    "models.common.Conv": "Conv", "models.common.Bottleneck": "Bottleneck",
+    "models.common.BottleneckCSP": "BottleneckCSP", "models.common.BottleneckCSP2": "BottleneckCSP2",
+    "models.common.SPPCSP": "SPPCSP", "models.common.Concat": "Concat",
+    "torch.nn.modules.upsampling.Upsample": "Upsample",
+}
+NATIVE_SIZE = {5: 896, 6: 1280, 7: 1536}
+
+
+def _unknown(path: str | Path, why: str) -> UserError:
+    return UserError(f"official file of unknown structure: {why}", path)
+
+
+def _modules(obj: StandIn) -> dict[str, Any]:
+    return obj.state.get("_modules") or {}
+
+
+def _state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """nn.Module.state_dict() of a stand-in tree: parameters, persistent buffers, then children."""
+    if not isinstance(obj, StandIn):
+        return {}
+    out: dict[str, torch.Tensor] = {}
+    skip = obj.state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (obj.state.get(group) or {}).items():
+            if isinstance(tensor, torch.Tensor) and name not in skip:
+                out[prefix + name] = tensor
+    for name, child in _modules(obj).items():
+        out.update(_state_dict(child, f"{prefix}{name}."))
+    return out
+
+
+def find_model(ckpt: Any, path: str | Path) -> StandIn:
+    """The `models.yolo.Model` stand-in inside an official checkpoint (dict with 'model' / 'ema', or bare)."""
+    candidates = [ckpt] if isinstance(ckpt, StandIn) else []
+    if isinstance(ckpt, dict):
+        candidates += [ckpt.get(k) for k in ("ema", "model") if isinstance(ckpt.get(k), StandIn)]
+    for obj in candidates:
+        if obj.qualname == "models.yolo.Model":
+            return obj
+    raise _unknown(path, "expected a dict whose 'model' entry is a models.yolo.Model")
+
+
+def _sources(index: int, f: Any) -> tuple[int, ...]:
+    fs = [f] if isinstance(f, int) else list(f)
+    return tuple(index - 1 if s == -1 else (index + s if s < 0 else s) for s in fs)
+
+
+def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, list[StandIn]]:
+    """Our spec for an official Model stand-in, and its list of layers (the Detect last)."""
+    seq = _modules(model).get("model")
+    if not isinstance(seq, StandIn):
+        raise _unknown(path, "the model has no layer list")
+    layers = [seq.state["_modules"][k] for k in sorted(_modules(seq), key=int)]
+    if not layers or any(not isinstance(m, StandIn) for m in layers) or layers[-1].qualname != "models.yolo.Detect":
+        raise _unknown(path, "the last layer is not a models.yolo.Detect")
+    detect = layers[-1]
+    grid = (detect.state.get("_buffers") or {}).get("anchor_grid")
+    nc = detect.state.get("nc")
+    if not isinstance(grid, torch.Tensor) or grid.dim() != 6 or not isinstance(nc, int):
+        raise _unknown(path, "the Detect layer has no anchor_grid or class count")
+    anchors = [[float(v) for v in level.reshape(-1).tolist()] for level in grid.float()]
+    types = [m.qualname for m in layers[:-1]]
+    if "models.common.SPPCSP" not in types:
+        raise _unknown(path, "no SPPCSP layer (not a Scaled-YOLOv4 large/CSP model)")
+    backbone = layers[:types.index("models.common.SPPCSP")]
+    blocks = [m for m in backbone if m.qualname in ("models.common.BottleneckCSP", "models.common.Bottleneck")]
+    depths = [len(_modules(_modules(b).get("m"))) if b.qualname.endswith("CSP") else 1 for b in blocks]
+    csp2 = [m for m in layers if m.qualname == "models.common.BottleneckCSP2"]
+    neck_depth = len(_modules(_modules(csp2[0]).get("m"))) if csp2 else 1
+    first_conv = _state_dict(layers[0]).get("conv.weight")
+    yaml = model.state.get("yaml") if isinstance(model.state.get("yaml"), dict) else {}
+    width = yaml.get("width_multiple", 1.0)
+    if first_conv is None or not isinstance(width, (int, float)):
+        raise _unknown(path, "cannot read the width of the first convolution")
+    extra = {"first_stage": "bottleneck"} if blocks and blocks[0].qualname == "models.common.Bottleneck" else {}
+    stages = len(blocks)
+    spec = ModelSpec(name=_member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}",
+                     arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640), stages=stages,
+                     depths=depths, width=float(width), activation="mish", anchors=anchors, neck_depth=neck_depth,
+                     num_classes=nc, extra=extra)
+    return spec, layers
+
+
+def _member_name(stages: int, depths: list[int], neck_depth: int, width: float, extra: dict) -> str | None:
+    if extra:
+        return "yolov4-csp-yaml" if (depths, neck_depth, width) == ([1, 2, 8, 8, 4], 2, 1.0) else None
+    for name, spec in MEMBERS.items():
+        if spec.arch == "large" and (spec.stages, spec.depths, spec.neck_depth, spec.width) == (
+                stages, depths, neck_depth, width):
+            return name
+    return None
+
+
+def model_from_official(ckpt: Any, path: str | Path) -> YOLO:
+    """Build our model from an unpickled official checkpoint, checking the structure layer by layer."""
+    official = find_model(ckpt, path)
+    spec, layers = spec_from_official(official, path)
+    try:
+        model = YOLO(spec)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise _unknown(path, f"cannot build a model for it ({exc})") from None
+    detect_index = len(layers) - 1
+    if len(model.layers) != detect_index:
+        raise _unknown(path, f"{detect_index} layers before Detect, our {spec.name} has {len(model.layers)}")
+    for i, layer in enumerate(layers[:-1]):
+        ours = type(model.layers[i]).__name__
+        if OUR_TYPES.get(layer.qualname) != ours:
+            raise _unknown(path, f"layer {i} is {layer.qualname}, expected our {ours}")
+        f = layer.state.get("f", -1)
+        if _sources(i, f) != model.sources[i]:
+            raise _unknown(path, f"layer {i} reads {f}, expected layers {model.sources[i]}")
+    if _sources(detect_index, layers[-1].state.get("f", [])) != tuple(model.level_layers):
+        raise _unknown(path, f"Detect reads {layers[-1].state.get('f')}, expected {model.level_layers}")
+    state = {}
+    for key, tensor in _state_dict(official.state["_modules"]["model"]).items():
+        index, rest = key.split(".", 1)
+        if int(index) == detect_index:
+            if rest in ("anchors", "anchor_grid"):
+                continue
+            state[f"detect.{rest}"] = tensor.float()
+        else:
+            state[f"layers.{key}"] = tensor.float() if tensor.is_floating_point() else tensor
+    state["detect.anchors"] = model.detect.anchors.new_tensor(spec.anchors).view_as(model.detect.anchors)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise _unknown(path, f"missing {missing[:3]} unexpected {unexpected[:3]}")
+    for key, tensor in expected.items():
+        if tensor.shape != state[key].shape:
+            raise _unknown(path, f"{key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_official(path: str | Path) -> YOLO:
+    """Read an official Scaled-YOLOv4 `.pt` through the restricted unpickler and return our eval model."""
+    return model_from_official(restricted_load(path), path)
