@@ -32,8 +32,8 @@ def letterbox(img: np.ndarray, new_shape: int | Sequence[int], color: tuple[int,
     r = min(new_h / shape[0], new_w / shape[1])
     if not scaleup:
         r = min(r, 1.0)
-    unpad_w, unpad_h = int(round(shape[1] * r)), int(round(shape[0] * r))
-    dw, dh = new_w - unpad_w, new_h - unpad_h
+    unpad_w, unpad_h = max(1, int(round(shape[1] * r))), max(1, int(round(shape[0] * r)))
+    dw, dh = max(0, new_w - unpad_w), max(0, new_h - unpad_h)
     if auto:
         dw, dh = dw % stride, dh % stride
     if (shape[1], shape[0]) != (unpad_w, unpad_h):

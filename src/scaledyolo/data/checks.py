@@ -233,6 +233,7 @@ def _write_atomic(path: Path, text: str) -> bool:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the labels
         os.replace(tmp, path)
         return True
     except OSError:
