@@ -241,20 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _OutOfMemory(Exception):
-    """Placeholder until torch is imported; replaced by torch.cuda.OutOfMemoryError in `main`."""
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _OutOfMemory
     warnings.showwarning = _show_warning
-    import torch
-
-    _OutOfMemory = torch.cuda.OutOfMemoryError
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -268,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except _OutOfMemory as exc:
+    except RuntimeError as exc:
+        import torch
+
+        if not isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
         if args.verbose:
             traceback.print_exc()
         print(f"error: out of GPU memory ({str(exc).splitlines()[0][:120]}); try a smaller --batch or --img", file=sys.stderr)
