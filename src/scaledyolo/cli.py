@@ -260,25 +260,21 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except RuntimeError as exc:
-        import torch
-
-        if not isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: out of GPU memory ({str(exc).splitlines()[0][:120]}); try a smaller --batch or --img", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:  # an unexpected failure: one line unless --verbose
+    except Exception as exc:  # not the input's fault: one line unless --verbose
         if args.verbose:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            print("error: out of GPU memory; try a smaller --batch or --img", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
         return 1
 
 
