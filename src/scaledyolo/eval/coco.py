@@ -83,7 +83,8 @@ def dataset_image_ids(dataset: Any) -> list[int | str]:
         counts: dict[int | str, int] = {}
         for i in ids:
             counts[i] = counts.get(i, 0) + 1
-        ids = [f"{Path(f).parent.name}/{Path(f).stem}" if counts[i] > 1 else i for i, f in zip(ids, dataset.image_files)]
+        ids = [f"{Path(f).parent.name}/{Path(f).stem}" if counts[i] > 1 else i
+               for i, f in zip(ids, dataset.image_files)]
     return ids
 
 

@@ -31,6 +31,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _Tally:
+    """Per-image predictions and matches, collected over a validation pass."""
+
+    def __init__(self, nc: int) -> None:
+        self.confusion = ConfusionMatrix(nc)
+        self.seen: list[int] = []
+        self.predictions: list[np.ndarray] = []
+        self.tps: list[np.ndarray] = []
+        self.confs: list[np.ndarray] = []
+        self.pred_classes: list[np.ndarray] = []
+        self.target_classes: list[np.ndarray] = []
+
+    def add(self, index: int, det: np.ndarray, gt_cls: np.ndarray, gt_boxes: np.ndarray) -> None:
+        kept, tp = match_detections(det, gt_cls, gt_boxes)
+        self.tps.append(tp[kept])
+        self.confs.append(det[kept, 4])
+        self.pred_classes.append(det[kept, 5])
+        self.target_classes.append(gt_cls)
+        self.confusion.update(det, gt_cls, gt_boxes)
+        self.seen.append(index)
+        self.predictions.append(det)
+
+    def ap(self, order: list[int], nc: int) -> Any:
+        """Our matcher's AP, accumulating images in `order` (pycocotools' order ranks tied scores alike)."""
+        return ap_per_class(_cat([self.tps[k] for k in order], (0, 10), bool),
+                            _cat([self.confs[k] for k in order], (0,)),
+                            _cat([self.pred_classes[k] for k in order], (0,)), _cat(self.target_classes, (0,)), nc)
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.001, iou: float = 0.65,
              max_det: int = 300, tta: bool = False, names: Sequence[str] | None = None,
@@ -46,76 +75,28 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     image (n, 6) [x1, y1, x2, y2, score, class] in original pixels). `half` runs the forward pass
     under fp16 autocast on CUDA (the model's weights are left as they are).
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     names = list(names if names is not None else getattr(model, "names", None) or [])
     nc = int(getattr(model, "num_classes", 0) or len(names))
-    if not names:
-        names = [str(i) for i in range(nc)]
+    names = names or [str(i) for i in range(nc)]
     if category_ids is None:
         category_ids = dataset_category_ids(dataset)
-    path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
-    all_ids = dataset_image_ids(dataset)
-    forward = _tta_forward if tta else None
-    confusion = ConfusionMatrix(nc)
-    seen: list[int] = []
-    predictions: list[np.ndarray] = []
-    tps, confs, pred_classes, target_classes = [], [], [], []
-    t_inf = t_nms = 0.0
-    first_batch = None
-    use_autocast = half and device.type == "cuda"
-    bar = tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False, file=sys.stderr)
-    for imgs, _targets, paths, shapes in bar:
-        x = imgs.to(device, non_blocking=True).float() / 255.0
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
-            out = forward(model, x) if forward else model(x)
-        out = (out[0] if isinstance(out, (tuple, list)) else out).float()
-        _sync(device)
-        t1 = time.perf_counter()
-        dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
-        _sync(device)
-        t_inf += t1 - t0
-        t_nms += time.perf_counter() - t1
-        batch_preds = []
-        for j, det in enumerate(dets):
-            index = path_index.get(str(paths[j]))
-            if index is None:
-                raise UserError(f"the loader returned an image the dataset does not list: {paths[j]}")
-            shape0 = tuple(int(s) for s in shapes[j][0])
-            det = det.detach().float().clone()
-            scale_boxes(det[:, :4], x.shape[2:], shape0, shapes[j][1])
-            det = det.cpu().numpy().astype(np.float64)
-            gt_cls, gt_boxes = labels_to_xyxy(dataset.labels[index], shape0)
-            kept, tp = match_detections(det, gt_cls, gt_boxes)
-            tps.append(tp[kept])
-            confs.append(det[kept, 4])
-            pred_classes.append(det[kept, 5])
-            target_classes.append(gt_cls)
-            confusion.update(det, gt_cls, gt_boxes)
-            seen.append(index)
-            predictions.append(det)
-            batch_preds.append(det)
-        if plots_dir is not None and first_batch is None:
-            first_batch = (imgs, _targets, paths, shapes, batch_preds)
-    bar.close()
-    if was_training:
-        model.train()
+    was_training = model.training
+    model.eval()
+    try:
+        tally, speed, first_batch = _predict_all(model, loader, dataset, tally=_Tally(nc), conf=conf, iou=iou,
+                                                 max_det=max_det, tta=tta, half=half, progress=progress,
+                                                 keep_first=plots_dir is not None)
+    finally:
+        model.train(was_training)
 
-    image_ids = [all_ids[i] for i in seen]
-    # Accumulate in pycocotools' image order so tied scores are ranked the same way.
-    order = sorted(range(len(seen)), key=lambda k: (isinstance(image_ids[k], str), image_ids[k]))
-    own = ap_per_class(_cat([tps[k] for k in order], (0, 10), bool), _cat([confs[k] for k in order], (0,)),
-                       _cat([pred_classes[k] for k in order], (0,)), _cat(target_classes, (0,)), nc)
+    image_ids = [dataset_image_ids(dataset)[i] for i in tally.seen]
+    own = tally.ap(sorted(range(len(image_ids)), key=lambda k: (isinstance(image_ids[k], str), image_ids[k])), nc)
     cat_map = category_id_map(names, category_ids)
-    jdict = results_json(image_ids, predictions, cat_map) if (coco or save_json) else None
+    jdict = results_json(image_ids, tally.predictions, cat_map) if coco or save_json else []
     if save_json:
         write_json(save_json, jdict)
-    n_images = len(seen)
     images_per_class = np.zeros(nc, dtype=np.int64)
-    for tc in target_classes:
+    for tc in tally.target_classes:
         images_per_class[np.unique(tc)] += 1
     per_class = [{"class": c, "name": names[c], "images": int(images_per_class[c]), "labels": int(own.n_gt[c]),
                   "precision": float(own.precision[c]), "recall": float(own.recall[c]),
@@ -124,31 +105,62 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
         "map": own.map, "map50": own.map50, "map75": own.map75,
         "map_small": None, "map_medium": None, "map_large": None,
         "precision": own.mp, "recall": own.mr, "best_conf": own.best_conf,
-        "images": n_images, "labels": int(own.n_gt.sum()),
+        "images": len(tally.seen), "labels": int(own.n_gt.sum()),
         "own": {"map": own.map, "map50": own.map50, "map75": own.map75},
         "coco": None,
     }
     if coco:
-        gt = ground_truth(dataset, names=names, category_ids=category_ids, indices=seen)
+        gt = ground_truth(dataset, names=names, category_ids=category_ids, indices=tally.seen)
         stats = coco_evaluate(gt, jdict, verbose=verbose)
-        for key in ("map", "map50", "map75", "map_small", "map_medium", "map_large"):
-            result[key] = stats[key]
+        result.update({k: stats[k] for k in ("map", "map50", "map75", "map_small", "map_medium", "map_large")})
         result["coco"] = {k: v for k, v in stats.items() if k != "per_class"}
         for row, cstats in zip(per_class, stats["per_class"]):
             if cstats["ap"] is not None:
                 row["ap"], row["ap50"] = cstats["ap"], cstats["ap50"]
-    per_image = 1000.0 / max(n_images, 1)
-    result.update({
-        "per_class": per_class,
-        "speed": {"inference_ms": t_inf * per_image, "nms_ms": t_nms * per_image,
-                  "total_ms": (t_inf + t_nms) * per_image},
-        "confusion_matrix": confusion.matrix.tolist(),
-        "image_ids": image_ids,
-        "predictions": predictions,
-    })
+    result.update({"per_class": per_class, "speed": speed, "confusion_matrix": tally.confusion.matrix.tolist(),
+                   "image_ids": image_ids, "predictions": tally.predictions})
     if plots_dir is not None:
-        _write_plots(Path(plots_dir), own, confusion, names, first_batch)
+        _write_plots(Path(plots_dir), own, tally.confusion, names, first_batch)
     return result
+
+
+def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tally, conf: float, iou: float,
+                 max_det: int, tta: bool, half: bool, progress: bool, keep_first: bool
+                 ) -> tuple[_Tally, dict[str, float], tuple | None]:
+    """The inference pass: forward (timed), NMS (timed), boxes back to original pixels, matching."""
+    device = next(model.parameters()).device
+    nc = tally.confusion.nc
+    path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
+    use_autocast = half and device.type == "cuda"
+    t_inf = t_nms = 0.0
+    first_batch = None
+    for imgs, targets, paths, shapes in tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False,
+                                             file=sys.stderr):
+        x = imgs.to(device, non_blocking=True).float() / 255.0
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
+            out = _tta_forward(model, x) if tta else model(x)
+        out = (out[0] if isinstance(out, (tuple, list)) else out).float()
+        _sync(device)
+        t1 = time.perf_counter()
+        dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
+        _sync(device)
+        t_inf += t1 - t0
+        t_nms += time.perf_counter() - t1
+        for j, det in enumerate(dets):
+            index = path_index.get(str(paths[j]))
+            if index is None:
+                raise UserError(f"the loader returned an image the dataset does not list: {paths[j]}")
+            shape0 = tuple(int(v) for v in shapes[j][0])
+            det = det.detach().float().clone()
+            scale_boxes(det[:, :4], x.shape[2:], shape0, shapes[j][1])
+            tally.add(index, det.cpu().numpy().astype(np.float64), *labels_to_xyxy(dataset.labels[index], shape0))
+        if keep_first and first_batch is None:
+            first_batch = (imgs, targets, paths, shapes, tally.predictions[-len(dets):])
+    per_image = 1000.0 / max(len(tally.seen), 1)
+    speed = {"inference_ms": t_inf * per_image, "nms_ms": t_nms * per_image, "total_ms": (t_inf + t_nms) * per_image}
+    return tally, speed, first_batch
 
 
 def _tta_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -211,28 +223,13 @@ def select_device(device: str | None = None) -> torch.device:
 
 
 def load_for_val(weights: str, names: Sequence[str], device: torch.device) -> torch.nn.Module:
-    """A member name (random initialisation, for speed checks) or a weights file `scaledyolo.load` reads."""
-    from scaledyolo.models.spec import MEMBERS
-    from scaledyolo.models.yolo import build_model
+    """A member name (random initialisation, for speed checks) or a weights file `scaledyolo.load` reads,
+    for the data YAML's classes (whose names it takes)."""
+    from scaledyolo.interop.loading import load_model
 
-    if weights in MEMBERS:
-        model = build_model(weights, num_classes=len(names))
-        model.names = list(names)
-    else:
-        model = _load_weights_file(weights)
-        if model.num_classes != len(names):
-            raise UserError(f"the model has {model.num_classes} classes but the data YAML names {len(names)}", weights)
-    return model.to(device).eval()
-
-
-def _load_weights_file(weights: str) -> torch.nn.Module:
-    try:
-        from scaledyolo.interop.loading import load_model
-    except ImportError:
-        from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
-
-        return model_from_checkpoint(read_checkpoint(weights), path=weights)
-    return load_model(weights)
+    model = load_model(weights, device=device, num_classes=len(names))
+    model.names = list(names)
+    return model
 
 
 def run_val(weights: str, data: str | Path, img: int = 640, batch: int = 32, conf: float = 0.001, iou: float = 0.65,
@@ -280,6 +277,11 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("map_small") is not None:
         lines.append(f"AP small {result['map_small']:.3f}   AP medium {result['map_medium']:.3f}   "
                      f"AP large {result['map_large']:.3f}   (pycocotools, IoU 0.50:0.95)")
+    problems = result.get("problems") or []
+    if problems:
+        first = problems[0]
+        lines.append(f"{len(problems)} file(s) skipped as unreadable or badly labelled, e.g. {first.get('file')}: "
+                     f"{first.get('problem')}")
     s = result["speed"]
     lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
                  f"per image at {result.get('img', '?')} px")
