@@ -367,3 +367,49 @@ def test_val_cli_class_count_mismatch_is_a_one_line_error(raccoon, tmp_path, cap
     code, _, err = run_cli(capsys, "val", "--weights", raccoon / "tiny.pt", "--data", tmp_path / "two.yaml",
                            "--img", 128, "--device", "cpu")
     assert code == 2 and err.count("\n") == 1 and "classes" in err
+
+
+def test_coco_layout_keeps_original_ids_and_excuses_crowd_regions(tmp_path):
+    """COCO layout: saved ids are the annotation file's, and pycocotools scores against that file, so a
+    detection on a crowd region (which training leaves out) is not a false positive."""
+    import shutil
+    from pathlib import Path
+
+    import cv2
+    import yaml
+
+    from scaledyolo.data.loader import create_dataloader
+    from scaledyolo.eval.validate import validate
+
+    src = Path(__file__).parent / "fixtures" / "raccoon"
+    (tmp_path / "images").mkdir()
+    images, anns = [], []
+    for i, xml in enumerate(sorted((src / "annotations").glob("*.xml"))[:4]):
+        shutil.copy(src / "images" / f"{xml.stem}.jpg", tmp_path / "images")
+        h, w = cv2.imread(str(src / "images" / f"{xml.stem}.jpg")).shape[:2]
+        images.append({"id": 100 + i, "file_name": f"{xml.stem}.jpg", "width": w, "height": h})
+        for ann in voc_ground_truth(src)["annotations"]:
+            if ann["image_id"] == xml.stem:
+                anns.append({**ann, "id": len(anns) + 1, "image_id": 100 + i, "category_id": 7})
+    anns.append({"id": 999, "image_id": 100, "category_id": 7, "bbox": [0, 0, 40, 40], "iscrowd": 1})
+    cats = [{"id": 7, "name": "raccoon"}, {"id": 3, "name": "dog"}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    split = {"images": "images", "annotations": "ann.json"}
+    (tmp_path / "coco.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": split, "val": split}))
+
+    loader, dataset = create_dataloader(str(tmp_path / "coco.yaml"), "val", 128, 4, rect=True)
+    outputs = oracle_outputs(loader, dataset.nc, noise=0.0)
+    raccoon_class = dataset.names.index("raccoon")
+    for out, (_, _, paths, shapes) in zip(outputs, loader):
+        out[..., 4] *= 0.9  # true boxes score 0.9; the crowd detection below scores 1.0
+        for j, (path, shape) in enumerate(zip(paths, shapes)):
+            if dataset.image_ids[dataset.image_files.index(path)] == 100:
+                (gain, _), (padw, padh) = shape[1]
+                out[j, -1, :5] = torch.tensor([20 * gain + padw, 20 * gain + padh, 40 * gain, 40 * gain, 1.0])
+                out[j, -1, 5 + raccoon_class] = 1
+    result = validate(Oracle(outputs, dataset.names), loader, dataset, save_json=tmp_path / "pred.json",
+                      progress=False)
+    saved = json.loads((tmp_path / "pred.json").read_text())
+    assert {r["image_id"] for r in saved} == {100, 101, 102, 103} and {r["category_id"] for r in saved} == {7}
+    assert result["map"] == pytest.approx(1.0, abs=1e-6)
+    assert result["own"]["map"] < 1.0  # our matcher has no crowd regions: the crowd detection counts against it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,9 +75,7 @@ def dataset_image_ids(dataset: Any) -> list[int | str]:
     uses `image_id_from_path`. Files whose stems collide get "folder/stem" ids so that no two
     images share an id.
     """
-    cfg = getattr(dataset, "data_cfg", None)
-    split = cfg.splits.get(getattr(dataset, "split", None)) if cfg is not None else None
-    if split is not None and split.kind == "coco":
+    if annotation_file(dataset) is not None:
         return list(dataset.image_ids)
     ids = [image_id_from_path(f) for f in dataset.image_files]
     if len(set(ids)) < len(ids):
@@ -129,6 +128,37 @@ def ground_truth(dataset: Any, names: Sequence[str] | None = None, category_ids:
     categories = [{"id": cid, "name": str(name)} for cid, name in zip(cat_map, names)]
     return {"info": {"description": "scaledyolo ground truth"}, "images": images, "annotations": annotations,
             "categories": categories}
+
+
+def annotation_file(dataset: Any) -> Path | None:
+    """The COCO annotation JSON of a COCO-layout split, else None."""
+    cfg = getattr(dataset, "data_cfg", None)
+    split = cfg.splits.get(getattr(dataset, "split", None)) if cfg is not None else None
+    return Path(split.annotations) if split is not None and split.kind == "coco" else None
+
+
+def dataset_ground_truth(dataset: Any, names: Sequence[str] | None = None, category_ids: Sequence[int] | None = None,
+                         indices: Sequence[int] | None = None) -> dict[str, Any]:
+    """The ground truth the headline figures are scored against, restricted to the evaluated images.
+
+    A COCO-layout split is scored against its annotation file itself, as the official evaluation
+    does: crowd regions (which training leaves out) then excuse the detections that fall on them,
+    and object sizes come from the file's segment areas. Other layouts: `ground_truth`.
+    """
+    file = annotation_file(dataset)
+    if file is None:
+        return ground_truth(dataset, names=names, category_ids=category_ids, indices=indices)
+    data = json.loads(file.read_text(encoding="utf-8"))
+    ids = dataset_image_ids(dataset)
+    keep = {ids[i] for i in (range(len(ids)) if indices is None else indices)}
+    annotations = []
+    for ann in data.get("annotations") or []:
+        if ann.get("image_id") in keep:
+            w, h = ann["bbox"][2:4]
+            annotations.append({**ann, "id": len(annotations) + 1, "iscrowd": int(ann.get("iscrowd", 0)),
+                                "area": float(ann.get("area", w * h))})
+    return {"info": data.get("info", {}), "images": [im for im in data["images"] if im.get("id") in keep],
+            "annotations": annotations, "categories": data.get("categories") or []}
 
 
 def results_json(image_ids: Sequence[int | str], predictions: Sequence[np.ndarray],

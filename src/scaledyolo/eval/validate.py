@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from scaledyolo.errors import UserError
-from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_image_ids,
-                                  ground_truth, labels_to_xyxy, results_json)
+from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
+                                  dataset_image_ids, labels_to_xyxy, results_json)
 from scaledyolo.eval.files import write_json
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
@@ -110,7 +110,7 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
         "coco": None,
     }
     if coco:
-        gt = ground_truth(dataset, names=names, category_ids=category_ids, indices=tally.seen)
+        gt = dataset_ground_truth(dataset, names=names, category_ids=category_ids, indices=tally.seen)
         stats = coco_evaluate(gt, jdict, verbose=verbose)
         result.update({k: stats[k] for k in ("map", "map50", "map75", "map_small", "map_medium", "map_large")})
         result["coco"] = {k: v for k, v in stats.items() if k != "per_class"}
