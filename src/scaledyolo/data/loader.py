@@ -159,21 +159,24 @@ class YoloDataset(Dataset):
 def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, str, Shapes]]
             ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Shapes]]:
     """Stack images (padding smaller ones bottom/right to the largest, boxes renormalised) and
-    concatenate targets with their image index in column 0."""
+    concatenate targets with their image index in column 0.
+
+    The copy is done in numpy: torch's multi-threaded copy is ~50x slower on a busy CPU.
+    """
     imgs, labels, paths, shapes = zip(*batch)
     hmax, wmax = max(i.shape[1] for i in imgs), max(i.shape[2] for i in imgs)
-    out_imgs = torch.full((len(imgs), 3, hmax, wmax), aug.PAD_VALUE, dtype=torch.uint8)
+    out_imgs = np.full((len(imgs), 3, hmax, wmax), aug.PAD_VALUE, dtype=np.uint8)
     targets = []
     for i, (img, lab) in enumerate(zip(imgs, labels)):
         h, w = img.shape[1:]
-        out_imgs[i, :, :h, :w] = img
+        out_imgs[i, :, :h, :w] = img.numpy()
         lab = lab.clone()
         lab[:, 0] = i
         if (h, w) != (hmax, wmax):
             lab[:, [2, 4]] *= w / wmax
             lab[:, [3, 5]] *= h / hmax
         targets.append(lab)
-    return out_imgs, torch.cat(targets, 0), list(paths), list(shapes)
+    return torch.from_numpy(out_imgs), torch.cat(targets, 0), list(paths), list(shapes)
 
 
 class SeededSampler(Sampler):
