@@ -466,3 +466,34 @@ def test_synthetic_dataset_is_deterministic_and_sized(tmp_path):
     assert not ds.problems and all(len(lab) >= 1 for lab in ds.labels)
     sides = np.concatenate([np.maximum(lab[:, 3] * w, lab[:, 4] * h) / min(h, w) for lab, (h, w) in zip(ds.labels, ds.shapes)])
     assert sides.min() >= 0.04 and sides.max() <= 0.41
+
+
+def test_txt_list_split_and_missing_listed_files(tmp_path, raccoon_truth):
+    yml = make_yolo(tmp_path, raccoon_truth)
+    names = sorted(raccoon_truth)
+    (tmp_path / "train.txt").write_text("".join(f"./images/train/{n}\n" for n in names[:4]) + "images/train/gone.jpg\n")
+    (tmp_path / "list.yaml").write_text(yaml.safe_dump({"train": "train.txt", "val": ["images/val"],
+                                                        "names": ["raccoon"]}))
+    cfg = load_data_config(tmp_path / "list.yaml")
+    assert cfg.path == tmp_path.resolve() and cfg.splits["train"].kind == "list"
+    ds = YoloDataset(cfg, "train", img_size=160)
+    assert sorted(Path(f).name for f in ds.image_files) == names[:4]
+    assert [Path(p["file"]).name for p in ds.problems] == ["gone.jpg"]
+    assert sum(len(lab) for lab in ds.labels) == sum(len(raccoon_truth[n]) for n in names[:4])
+    assert len(YoloDataset(cfg, "val", img_size=160)) == len(names)
+    assert checks.scan_split(cfg, "train").cache_file == str(tmp_path / "train.cache")
+
+
+def test_coco_damage_is_reported_per_image(tmp_path, raccoon_truth):
+    yml = make_coco(tmp_path, raccoon_truth)
+    data = json.loads((tmp_path / "ann.json").read_text())
+    first, second = data["images"][0], data["images"][1]
+    data["annotations"].append({"id": 500, "image_id": first["id"], "category_id": 42, "bbox": [1, 1, 5, 5]})
+    data["annotations"].append({"id": 501, "image_id": second["id"], "category_id": 7, "bbox": [10, 10, -4, 5]})
+    data["images"].append({"id": 900, "file_name": "absent.jpg", "width": 10, "height": 10})
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    ds = YoloDataset(load_data_config(yml), "train", img_size=160)
+    assert len(ds) == len(raccoon_truth) - 2
+    reasons = {Path(p["file"]).name: p["problem"] for p in ds.problems}
+    assert set(reasons) == {first["file_name"], second["file_name"], "absent.jpg"}
+    assert "category_id 42" in reasons[first["file_name"]] and "non-positive" in reasons[second["file_name"]]

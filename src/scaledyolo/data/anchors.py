@@ -106,6 +106,7 @@ def check_anchors(dataset: Any, model: torch.nn.Module, thr: float = 4.0, img_si
 
     Returns {bpr, aat, updated, anchors (in use afterwards, pixels per level), new_bpr (when tried)}.
     """
+    model = getattr(model, "module", model)  # DDP / DataParallel wrappers
     detect = model.detect
     current = detect.anchors.detach().cpu().numpy().astype(np.float64)
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """The data YAML: where each split's images and labels are, and the class names.
 
 ```yaml
-path: ../datasets/shapes      # root; relative to this YAML's folder (default: the YAML's folder)
+path: ../datasets/shapes      # root; relative to this YAML's folder (else to the working directory)
 train: images/train           # a folder of images (labels: the `images` component -> `labels`)
 val: val.txt                  # or a .txt list of image paths
 test: {images: images/test, annotations: annotations/test}   # or Pascal VOC XML folder / COCO .json
@@ -116,8 +116,10 @@ def load_data_config(path: str | Path) -> DataConfig:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", file) from None
     if not isinstance(raw, dict):
         raise UserError("expected a mapping with path, train, val and names", file)
-    root = Path(raw.get("path") or ".").expanduser()
-    root = root if root.is_absolute() else (file.parent / root)
+    given = Path(raw.get("path") or ".").expanduser()
+    root = given if given.is_absolute() else (file.parent / given)
+    if not root.is_dir() and not given.is_absolute() and given.is_dir():
+        root = given  # relative to the working directory, as some YOLO tools write it
     root = root.resolve()
     if not root.is_dir():
         raise UserError(f"path: {root} is not a folder", file)

@@ -198,6 +198,8 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
     samples = []
     for info in data["images"]:
         image = images_dir / str(info.get("file_name", ""))
+        if not image.is_file() and (images_dir / image.name).is_file():
+            image = images_dir / image.name  # file_name with a folder prefix the images folder already is
         image_id = info.get("id")
         anns = [a for a in per_image.get(image_id, []) if not a.get("iscrowd", 0)]
         try:

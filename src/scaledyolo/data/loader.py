@@ -184,11 +184,13 @@ class SeededSampler(Sampler):
     augmentation seed, both fixed by `seed` and the epoch. Each pass moves to the next epoch;
     `set_epoch` sets it explicitly (e.g. on resume)."""
 
-    def __init__(self, dataset: Dataset, shuffle: bool, seed: int) -> None:
+    def __init__(self, dataset: Dataset, shuffle: bool, seed: int, distributed: bool | None = None) -> None:
         self.n, self.shuffle, self.seed, self.epoch = len(dataset), shuffle, seed, 0
         self.rank = 0
         self.base: DistributedSampler | None = None
-        if dist.is_available() and dist.is_initialized():
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
             self.base = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
             self.rank = dist.get_rank()
 
@@ -219,17 +221,18 @@ def _worker_init(_: int) -> None:
 def create_dataloader(data_cfg: DataConfig | str, split: str, img_size: int, batch_size: int,
                       hyp: dict[str, float] | str | None = None, augment: bool = False, rect: bool = False,
                       workers: int = 0, shuffle: bool = False, seed: int = 0, cache: bool = False,
-                      stride: int = 32) -> tuple[DataLoader, YoloDataset]:
+                      stride: int = 32, distributed: bool | None = None) -> tuple[DataLoader, YoloDataset]:
     """A DataLoader over one split and its dataset (see the module doc for the batch format).
 
     Train: `augment=True, shuffle=True` (mosaic etc. per `hyp`); validation: `rect=True` gives
     aspect-ratio-sorted batches letterboxed to multiples of `stride` without mosaic.
-    Under torch.distributed each rank gets its own shard (DistributedSampler).
+    Under torch.distributed each rank gets its own shard (DistributedSampler); `distributed=False`
+    gives one rank the whole split (e.g. validation on rank 0).
     """
     dataset = YoloDataset(data_cfg, split, img_size=img_size, batch_size=batch_size, hyp=hyp, augment=augment,
                           rect=rect, cache=cache, stride=stride, seed=seed)
     batch_size = max(1, min(batch_size, len(dataset)))
-    sampler = SeededSampler(dataset, shuffle=shuffle and not rect, seed=seed)
+    sampler = SeededSampler(dataset, shuffle=shuffle and not rect, seed=seed, distributed=distributed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                         worker_init_fn=_worker_init if workers > 0 else None, drop_last=False)
