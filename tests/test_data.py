@@ -497,3 +497,25 @@ def test_coco_damage_is_reported_per_image(tmp_path, raccoon_truth):
     reasons = {Path(p["file"]).name: p["problem"] for p in ds.problems}
     assert set(reasons) == {first["file_name"], second["file_name"], "absent.jpg"}
     assert "category_id 42" in reasons[first["file_name"]] and "non-positive" in reasons[second["file_name"]]
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    from PIL import Image
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :10] = 255  # the stored image's left columns: the top rows once rotated 90 degrees clockwise
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    im.save(tmp_path / "images" / "r.jpg", exif=exif, quality=100)
+    (tmp_path / "labels" / "r.txt").write_text("0 0.5 0.125 1.0 0.25\n")
+    yml = _write_yaml(tmp_path / "d.yaml", {"train": "images", "names": ["top"]})
+    ds = YoloDataset(yml, "train", img_size=64)
+    assert tuple(ds.shapes[0]) == (40, 20)
+    img, targets, _, _ = ds[0]
+    x1, y1, x2, y2 = aug.normalized_to_pixels(targets[:, 1:].numpy(), 64, 64)[0, 1:]
+    grey = img.numpy().mean(0)
+    assert grey[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].min() > 200
+    assert grey[int(y2) + 2:, int(x1) + 1:int(x2) - 1].max() < 60

@@ -221,16 +221,18 @@ def _worker_init(_: int) -> None:
 def create_dataloader(data_cfg: DataConfig | str, split: str, img_size: int, batch_size: int,
                       hyp: dict[str, float] | str | None = None, augment: bool = False, rect: bool = False,
                       workers: int = 0, shuffle: bool = False, seed: int = 0, cache: bool = False,
-                      stride: int = 32, distributed: bool | None = None) -> tuple[DataLoader, YoloDataset]:
+                      stride: int = 32, distributed: bool | None = None, pad: float | None = None
+                      ) -> tuple[DataLoader, YoloDataset]:
     """A DataLoader over one split and its dataset (see the module doc for the batch format).
 
     Train: `augment=True, shuffle=True` (mosaic etc. per `hyp`); validation: `rect=True` gives
     aspect-ratio-sorted batches letterboxed to multiples of `stride` without mosaic.
     Under torch.distributed each rank gets its own shard (DistributedSampler); `distributed=False`
-    gives one rank the whole split (e.g. validation on rank 0).
+    gives one rank the whole split (e.g. validation on rank 0). `pad` (in strides) enlarges rect
+    batch shapes: default 0.5 for validation as the official test.py, 0 when augmenting.
     """
     dataset = YoloDataset(data_cfg, split, img_size=img_size, batch_size=batch_size, hyp=hyp, augment=augment,
-                          rect=rect, cache=cache, stride=stride, seed=seed)
+                          rect=rect, cache=cache, stride=stride, pad=pad, seed=seed)
     batch_size = max(1, min(batch_size, len(dataset)))
     sampler = SeededSampler(dataset, shuffle=shuffle and not rect, seed=seed, distributed=distributed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
