@@ -519,3 +519,13 @@ def test_exif_orientation_is_honoured(tmp_path):
     grey = img.numpy().mean(0)
     assert grey[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].min() > 200
     assert grey[int(y2) + 2:, int(x1) + 1:int(x2) - 1].max() < 60
+
+
+def test_image_damaged_after_the_check_is_replaced_not_fatal(tmp_path, caplog):
+    yml = make_synthetic_dataset(tmp_path / "s", n_train=4, n_val=2, img_size=64)
+    loader, ds = create_dataloader(yml, "train", 64, 2, augment=False)
+    Path(ds.image_files[1]).write_bytes(b"gone bad")
+    with caplog.at_level("WARNING", logger="scaledyolo.data"):
+        paths = [p for _, _, batch_paths, _ in loader for p in batch_paths]
+    assert len(paths) == 4 and paths.count(ds.image_files[1]) == 0
+    assert any(ds.image_files[1] in r.getMessage() for r in caplog.records)

@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,14 +263,23 @@ def _to_split_data(data: dict[str, Any], cache_file: Path | None) -> SplitData:
                      None if cache_file is None else str(cache_file))
 
 
+def _image_hw(path: Path) -> tuple[int, int] | str:
+    try:
+        return decode_image(path, check=True).shape[:2]
+    except ImageError as exc:
+        return str(exc)
+
+
 def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[str, Any]:
     images, labels, shapes, ids, problems, notes = [], [], [], [], [], []
-    for i, s in enumerate(tqdm(samples, desc=desc, unit="img", leave=False, disable=len(samples) < 64)):
+    # Decoding dominates and OpenCV releases the GIL: threads give a near-linear speed-up.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        sizes = list(tqdm(pool.map(_image_hw, [s.image for s in samples]), total=len(samples), desc=desc,
+                          unit="img", leave=False, disable=len(samples) < 64))
+    for i, (s, hw) in enumerate(zip(samples, sizes)):
         image_id = s.image_id if s.image_id is not None else i
-        try:
-            hw = decode_image(s.image, check=True).shape[:2]
-        except ImageError as exc:
-            problems.append({"file": str(s.image), "image": str(s.image), "problem": str(exc)})
+        if isinstance(hw, str):
+            problems.append({"file": str(s.image), "image": str(s.image), "problem": hw})
             continue
         label_file = str(s.label_file) if s.label_file is not None and s.image_id is None else str(s.image)
         if s.problem:

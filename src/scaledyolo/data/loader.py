@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from scaledyolo.data import augment as aug
 from scaledyolo.data.checks import ImageError, decode_image, require_images, scan_split
 from scaledyolo.data.dataset import DataConfig, load_data_config
+from scaledyolo.errors import RunError
 from scaledyolo.hyp import load_hyp
 
 LOGGER = logging.getLogger("scaledyolo.data")
@@ -117,12 +118,15 @@ class YoloDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str, Shapes]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         rng = np.random.default_rng(seed if seed is not None else (self.seed, index))
-        try:
-            return self._get(index, rng)
-        except ImageError as exc:
-            # The file was fine when checked but is not now: report it and use another sample.
-            LOGGER.warning("%s: %s; using another image", self.image_files[index], exc)
-            return self._get(int(rng.integers(0, len(self))), rng)
+        for _ in range(10):
+            try:
+                return self._get(index, rng)
+            except ImageError as exc:
+                # The file was fine when checked but is not now: report it and use another sample.
+                LOGGER.warning("%s: %s; using another image", self.image_files[index], exc)
+                index = int(rng.integers(0, len(self)))
+        raise RunError(f"images of split '{self.split}' became unreadable after they were checked",
+                       self.data_cfg.file)
 
     def _get(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str, Shapes]:
         hyp = self.hyp
