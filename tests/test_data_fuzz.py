@@ -47,6 +47,21 @@ def test_parser_round_trips_well_formed_files(rows, newline, sep):
         np.testing.assert_array_equal(parsed, np.array(rows, dtype=np.float64))
 
 
+VOC = (b'<annotation><object><name>a</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax>'
+       b'</bndbox></object></annotation>')
+
+
+@FAST
+@given(st.binary(max_size=200), st.integers(0, len(VOC)))
+def test_voc_parser_returns_boxes_or_a_label_error(noise, at):
+    for data in (noise, VOC[:at] + noise + VOC[at:]):
+        try:
+            classes, boxes = formats.parse_voc(data, ["a"])
+        except formats.LabelError:
+            continue
+        assert boxes.shape == (len(classes), 4) and (classes == 0).all()
+
+
 @FAST
 @given(st.integers(1, 5), st.lists(st.tuples(st.integers(-2, 7), anyfloat, anyfloat, anyfloat, anyfloat), max_size=8),
        st.booleans(), st.integers(1, 2000), st.integers(1, 2000))

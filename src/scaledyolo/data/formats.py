@@ -113,7 +113,7 @@ def read_yolo(images: Sequence[Path]) -> list[Sample]:
             samples.append(empty_sample(image, None, True))
             continue
         try:
-            rows = parse_yolo_labels(label.read_text(encoding="utf-8"))
+            rows = parse_yolo_labels(label.read_text(encoding="utf-8-sig"))
         except (LabelError, UnicodeDecodeError, OSError) as exc:
             samples.append(empty_sample(image, label, True, problem=f"bad label file: {exc}"))
             continue
@@ -131,10 +131,11 @@ def _voc_number(obj: ET.Element, tag: str) -> float:
         raise LabelError(f"bndbox/{tag} is not a number: {node.text!r}") from None
 
 
-def parse_voc(xml_text: str, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def parse_voc(xml_text: str | bytes, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Parse a Pascal VOC annotation: (classes (n,), boxes (n, 4) x1 y1 x2 y2 in pixels).
 
-    Class names must be in `names`; raises `LabelError` otherwise or on malformed XML.
+    Class names must be in `names`; raises `LabelError` otherwise or on malformed XML. Give bytes
+    to let the XML declaration choose the encoding.
     """
     try:
         root = ET.fromstring(xml_text)
@@ -161,8 +162,8 @@ def read_voc(images: Sequence[Path], xml_dir: Path, names: Sequence[str]) -> lis
             samples.append(empty_sample(image, None, False))
             continue
         try:
-            classes, boxes = parse_voc(xml.read_text(encoding="utf-8"), names)
-        except (LabelError, UnicodeDecodeError, OSError) as exc:
+            classes, boxes = parse_voc(xml.read_bytes(), names)
+        except (LabelError, OSError) as exc:
             samples.append(empty_sample(image, xml, False, problem=f"bad annotation: {exc}"))
             continue
         samples.append(Sample(image, xml, classes, boxes, False))
