@@ -17,8 +17,8 @@ The facts follow the official yolov4-large `compute_loss` / `build_targets`:
 Two choices of ours for YOLOv4-tiny (2 levels, darknet decoding sigmoid * 1.05 - 0.025, exp sizes):
 the balance is [4, 1] (finest level first, like every official balance), and targets go to the
 centre cell only, because that offset range (-0.025..1.025) cannot reach a centre in a
-neighbouring cell. Its raw size logits are clamped at 6 before exp so one wild prediction cannot
-overflow the loss.
+neighbouring cell (a darknet level with scale_x_y >= 2 reaches -0.5..1.5 and gets the neighbours).
+Its raw size logits are clamped at 6 before exp so one wild prediction cannot overflow the loss.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ class ComputeLoss:
         self.na = detect.na
         self.levels = list(getattr(model, "levels", range(len(detect.strides))))
         self.decode_rule = detect.decode_rule
-        self.scale_xy = float(detect.scale_xy)
+        self.scale_xy = detect.scale_xy  # one value, or one per level (darknet cfgs may give several)
         self.detect = detect
         self.balance = BALANCE.get(len(detect.strides), [4.0, 1.0] + [0.4] * (len(detect.strides) - 2))
-        self.neighbours = self.decode_rule != "darknet"
+        self.neighbours = [self.decode_rule != "darknet" or self._scale(level) >= 2.0
+                           for level in range(len(detect.strides))]
         device = next(model.parameters()).device
         self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.hyp["cls_pw"]], device=device))
         self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.hyp["obj_pw"]], device=device))
@@ -85,10 +86,14 @@ class ComputeLoss:
             self.bce_cls = FocalLoss(self.bce_cls, self.hyp["fl_gamma"])
             self.bce_obj = FocalLoss(self.bce_obj, self.hyp["fl_gamma"])
 
-    def _decode(self, ps: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    def _scale(self, level: int) -> float:
+        return float(self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy)
+
+    def _decode(self, ps: torch.Tensor, anchors: torch.Tensor, level: int) -> torch.Tensor:
         """Assigned raw predictions -> boxes (cx, cy offset within the cell, w, h) in grid units."""
         if self.decode_rule == "darknet":
-            pxy = ps[:, :2].sigmoid() * self.scale_xy - 0.5 * (self.scale_xy - 1.0)
+            scale = self._scale(level)
+            pxy = ps[:, :2].sigmoid() * scale - 0.5 * (scale - 1.0)
             pwh = torch.exp(ps[:, 2:4].clamp(max=MAX_EXP)) * anchors
         else:
             pxy = ps[:, :2].sigmoid() * 2.0 - 0.5
@@ -105,7 +110,7 @@ class ComputeLoss:
             tobj = torch.zeros(pi.shape[:4], device=device, dtype=torch.float32)
             if b.numel():
                 ps = pi[b, a, gj, gi].float()
-                iou = bbox_iou(self._decode(ps, anchors), tbox, xywh=True, kind="ciou")
+                iou = bbox_iou(self._decode(ps, anchors, level), tbox, xywh=True, kind="ciou")
                 lbox += (1.0 - iou).mean()
                 tobj[b, a, gj, gi] = iou.detach().clamp(0).to(tobj.dtype)
                 if self.nc > 1:
@@ -138,7 +143,7 @@ class ComputeLoss:
                 ratio = t[..., 4:6] / anchors[:, None]
                 t = t[torch.max(ratio, 1.0 / ratio).max(2)[0] < self.hyp["anchor_t"]]
                 gxy = t[:, 2:4]
-                if self.neighbours:
+                if self.neighbours[level]:
                     gxi = gain[[2, 3]] - gxy
                     left, up = ((gxy % 1.0 < g) & (gxy > 1.0)).T
                     right, down = ((gxi % 1.0 < g) & (gxi > 1.0)).T
