@@ -54,7 +54,8 @@ VOC = (b'<annotation><object><name>a</name><bndbox><xmin>1</xmin><ymin>2</ymin><
 @FAST
 @given(st.binary(max_size=200), st.integers(0, len(VOC)))
 def test_voc_parser_returns_boxes_or_a_label_error(noise, at):
-    for data in (noise, VOC[:at] + noise + VOC[at:]):
+    declared = b'<?xml version="1.0" encoding="' + noise[:12].replace(b'"', b"") + b'"?>' + VOC
+    for data in (noise, VOC[:at] + noise + VOC[at:], declared):
         try:
             classes, boxes = formats.parse_voc(data, ["a"])
         except formats.LabelError:

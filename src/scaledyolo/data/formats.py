@@ -139,7 +139,7 @@ def parse_voc(xml_text: str | bytes, names: Sequence[str]) -> tuple[np.ndarray, 
     """
     try:
         root = ET.fromstring(xml_text)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: an unknown declared encoding
         raise LabelError(f"not valid XML ({exc})") from None
     index = {n: i for i, n in enumerate(names)}
     classes, boxes = [], []
