@@ -3,6 +3,7 @@ transforms, and garbage images/labels fed through the loader (never a crash, alw
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from scaledyolo.data import augment as aug
 from scaledyolo.data import formats
 from scaledyolo.data.checks import validate_labels
 from scaledyolo.data.loader import create_dataloader
+from scaledyolo.errors import UserError
 
 RACCOON_JPG = Path(__file__).parent / "fixtures" / "raccoon" / "images" / "raccoon-150.jpg"
 FAST = settings(max_examples=60, deadline=None)
@@ -61,6 +63,36 @@ def test_voc_parser_returns_boxes_or_a_label_error(noise, at):
         except formats.LabelError:
             continue
         assert boxes.shape == (len(classes), 4) and (classes == 0).all()
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-5, 50) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                           max_leaves=12)
+coco_ann = st.fixed_dictionaries({"id": st.integers(0, 9), "image_id": st.one_of(st.integers(0, 3), json_values),
+                                  "category_id": st.one_of(st.integers(0, 3), json_values),
+                                  "bbox": st.one_of(st.lists(st.floats(-5, 50), min_size=4, max_size=4), json_values)})
+coco_doc = st.one_of(json_values, st.fixed_dictionaries({
+    "images": st.one_of(st.lists(st.fixed_dictionaries({"id": st.integers(0, 3), "file_name": st.just("a.jpg")}),
+                                 max_size=3), json_values),
+    "annotations": st.one_of(st.lists(coco_ann, max_size=5), json_values),
+    "categories": st.one_of(st.lists(st.fixed_dictionaries({"id": st.integers(0, 3), "name": st.text(max_size=4)}),
+                                     max_size=3), json_values)}))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coco_doc)
+def test_coco_reader_returns_samples_or_a_user_error(tmp_path, doc):
+    f = tmp_path / "ann.json"
+    f.write_text(json.dumps(doc))
+    try:
+        split = formats.read_coco(tmp_path, f)
+    except UserError as exc:
+        assert exc.path == str(f)
+        return
+    assert len(split.names) == len(split.category_ids)
+    for sample in split.samples:
+        assert sample.problem or (len(sample.classes) == len(sample.boxes)
+                                  and ((sample.classes >= 0) & (sample.classes < len(split.names))).all())
 
 
 @FAST

@@ -189,19 +189,33 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
         raise UserError(f"cannot read COCO annotations ({exc})", json_file) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError("not a COCO annotation file (no 'images' list)", json_file)
-    categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
+    categories = data.get("categories") or []
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in categories):
+        raise UserError("'categories' must be a list of {id: integer, name: ...}", json_file)
+    categories = sorted(categories, key=lambda c: c["id"])
     category_ids = [int(c["id"]) for c in categories]
+    if len(set(category_ids)) < len(category_ids):
+        raise UserError("duplicate category ids", json_file)
     names = [str(c.get("name", c["id"])) for c in categories]
     cat_index = {cid: i for i, cid in enumerate(category_ids)}
+    annotations = data.get("annotations") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise UserError("'annotations' must be a list of objects", json_file)
+    if not all(isinstance(i, dict) and _is_int(i.get("id")) and isinstance(i.get("file_name"), str)
+               for i in data["images"]):
+        raise UserError("every entry of 'images' needs an integer id and a file_name", json_file)
+    if len({i["id"] for i in data["images"]}) < len(data["images"]):
+        raise UserError("duplicate image ids", json_file)
     per_image: dict[int, list[dict]] = {}
-    for ann in data.get("annotations") or []:
-        per_image.setdefault(ann.get("image_id"), []).append(ann)
+    for ann in annotations:
+        if _is_int(ann.get("image_id")):
+            per_image.setdefault(ann["image_id"], []).append(ann)
     samples = []
     for info in data["images"]:
-        image = images_dir / str(info.get("file_name", ""))
+        image = images_dir / info["file_name"]
         if not image.is_file() and (images_dir / image.name).is_file():
             image = images_dir / image.name  # file_name with a folder prefix the images folder already is
-        image_id = info.get("id")
+        image_id = info["id"]
         anns = [a for a in per_image.get(image_id, []) if not a.get("iscrowd", 0)]
         try:
             classes, boxes = _coco_boxes(anns, cat_index)
@@ -212,11 +226,15 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
     return CocoSplit(samples, names, category_ids)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _coco_boxes(anns: Iterable[dict], cat_index: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     classes, boxes = [], []
     for ann in anns:
         cid = ann.get("category_id")
-        if cid not in cat_index:
+        if not _is_int(cid) or cid not in cat_index:
             raise LabelError(f"annotation {ann.get('id')}: unknown category_id {cid!r}")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
