@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scaledyolo.data import augment as aug
 from scaledyolo.data import formats
 from scaledyolo.data.checks import validate_labels
+from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.errors import UserError
 
@@ -93,6 +95,29 @@ def test_coco_reader_returns_samples_or_a_user_error(tmp_path, doc):
     for sample in split.samples:
         assert sample.problem or (len(sample.classes) == len(sample.boxes)
                                   and ((sample.classes >= 0) & (sample.classes < len(split.names))).all())
+
+
+yaml_value = st.one_of(json_values, st.sampled_from(["images", "labels", "x.txt", "nowhere", ".", "ann.json"]),
+                       st.fixed_dictionaries({"images": st.sampled_from(["images", "nowhere", "x.txt"]),
+                                              "annotations": st.sampled_from(["labels", "ann.json", "x.txt"])}))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(json_values, st.dictionaries(st.sampled_from(["path", "train", "val", "test", "names", "nc"]),
+                                              yaml_value, max_size=6)))
+def test_data_yaml_loads_or_gives_a_user_error(tmp_path, doc):
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    (tmp_path / "x.txt").write_text("images/none.jpg\n")
+    (tmp_path / "ann.json").write_text(json.dumps({"images": [], "categories": [{"id": 1, "name": "a"}]}))
+    f = tmp_path / "d.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    try:
+        cfg = load_data_config(f)
+    except UserError as exc:
+        assert exc.path == str(f)
+        return
+    assert cfg.names and all(isinstance(n, str) for n in cfg.names) and cfg.splits
 
 
 @FAST

@@ -116,6 +116,8 @@ def load_data_config(path: str | Path) -> DataConfig:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", file) from None
     if not isinstance(raw, dict):
         raise UserError("expected a mapping with path, train, val and names", file)
+    if not isinstance(raw.get("path") or ".", (str, Path)):
+        raise UserError(f"path: expected a folder, got {raw['path']!r}", file)
     given = Path(raw.get("path") or ".").expanduser()
     root = given if given.is_absolute() else (file.parent / given)
     if not root.is_dir() and not given.is_absolute() and given.is_dir():
