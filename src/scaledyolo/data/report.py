@@ -16,6 +16,7 @@ from scaledyolo.data.checks import scan_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.errors import UserError
+from scaledyolo.models.spec import get_spec
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
 
@@ -32,14 +33,12 @@ def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int 
     """Per split: usable `images`, `boxes`, `backgrounds`, `problems` [{file, problem}], `fixes`
     (labels clipped or deduplicated), per-class box counts, box sizes in original pixels (and COCO
     small/medium/large counts), and the anchor fit (BPR at `thr`) of `model` at `img_size`."""
-    from scaledyolo.models.spec import get_spec
-
     cfg = load_data_config(data_yaml)
     anchors = np.array(get_spec(model).anchors, dtype=np.float64).reshape(-1, 2)
     report: dict[str, dict[str, Any]] = {}
     for split in cfg.splits:
         data = scan_split(cfg, split)
-        labels = [lab for lab in data.labels]
+        labels = data.labels
         per_box_hw = [np.repeat(data.shapes[i:i + 1], len(lab), 0) for i, lab in enumerate(labels)]
         all_labels = np.concatenate(labels, 0) if labels else np.zeros((0, 5))
         hw = np.concatenate(per_box_hw, 0) if per_box_hw else np.zeros((0, 2))
