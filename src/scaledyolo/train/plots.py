@@ -23,6 +23,7 @@ def _write_image_atomic(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(buf.tobytes())
     os.replace(tmp, path)
@@ -84,6 +85,7 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path:
         ax.axis("off")
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    os.fchmod(fd, 0o644)
     os.close(fd)
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import MEMBERS, ModelSpec
@@ -86,27 +87,6 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
-def select_device(device: str | int | None, local_rank: int = -1) -> torch.device:
-    """'cpu', '' (first GPU if any), '0' or '0,1' -> the device this process trains on."""
-    text = "" if device is None else str(device).strip().lower()
-    if text == "cpu":
-        return torch.device("cpu")
-    if text in ("", "cuda"):
-        if not torch.cuda.is_available():
-            if text == "cuda":
-                raise UserError("CUDA requested (--device cuda) but no GPU is available; use --device cpu")
-            return torch.device("cpu")
-        return torch.device("cuda", max(local_rank, 0))
-    ids = [s for s in text.replace("cuda:", "").split(",") if s]
-    if not all(s.isdigit() for s in ids):
-        raise UserError(f"--device must be cpu, a GPU index or a list like 0,1; got {device!r}")
-    if not torch.cuda.is_available():
-        raise UserError(f"CUDA device {device!r} requested but no GPU is available; use --device cpu")
-    if max(int(s) for s in ids) >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) present")
-    return torch.device("cuda", int(ids[local_rank] if 0 <= local_rank < len(ids) else ids[0]))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -139,6 +119,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite results.csv from all rows so far (temp file + rename: never half a file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_KEYS)
         writer.writeheader()
@@ -149,6 +130,7 @@ def write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
     os.replace(tmp, path)
@@ -281,7 +263,9 @@ class _Trainer:
 
         self.args, self.rank, self.world = args, rank, world
         self.main = rank in (-1, 0)
-        self.device = select_device(args["device"], local_rank)
+        self.device = select_device(args["device"])
+        if world > 1 and self.device.type == "cuda" and str(args["device"] or "").strip() in ("", "cuda"):
+            self.device = torch.device("cuda", local_rank)  # one GPU per process
         seed_everything(args["seed"] + max(rank, 0))
         self.hyp = dict(ckpt["hyp"]) if ckpt and ckpt.get("hyp") else load_hyp(args["hyp"])
         self.data_cfg = load_data_config(args["data"])
