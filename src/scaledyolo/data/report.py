@@ -46,7 +46,8 @@ def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int 
         area = w_px * h_px
         counts = np.bincount(all_labels[:, 0].astype(np.int64), minlength=cfg.nc) if len(all_labels) else \
             np.zeros(cfg.nc, np.int64)
-        bpr, aat = anchor_fit(label_wh(data.shapes, labels, img_size), anchors, thr)
+        wh = label_wh(data.shapes, labels, img_size)
+        bpr, aat = anchor_fit(wh, anchors, thr) if len(wh) else (None, None)
         report[split] = {
             "images": len(data.image_files),
             "boxes": int(len(all_labels)),
@@ -77,8 +78,9 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
                          f"[{bs['width_px']['min']:.0f}-{bs['width_px']['max']:.0f}], height median "
                          f"{bs['height_px']['median']:.0f} [{bs['height_px']['min']:.0f}-{bs['height_px']['max']:.0f}]; "
                          f"small {bs['small']}, medium {bs['medium']}, large {bs['large']}")
-        lines.append(f"  anchors of {a['model']} at {a['img']}: best possible recall {a['bpr']:.4f} "
-                     f"({a['anchors_per_box']:.2f} anchors per box, anchor_t {a['anchor_t']:g})")
+        if a["bpr"] is not None:
+            lines.append(f"  anchors of {a['model']} at {a['img']}: best possible recall {a['bpr']:.4f} "
+                         f"({a['anchors_per_box']:.2f} anchors per box, anchor_t {a['anchor_t']:g})")
         for p in r["problems"]:
             lines.append(f"  problem: {p['file']}: {p['problem']}")
     return "\n".join(lines)
