@@ -106,7 +106,8 @@ class ComputeLoss:
         lbox = torch.zeros(1, device=device)
         lobj = torch.zeros(1, device=device)
         lcls = torch.zeros(1, device=device)
-        for level, (pi, (b, a, gj, gi, tbox, anchors, tcls)) in zip(self.levels, zip(preds, self.build_targets(preds, targets))):
+        assigned = self.build_targets(preds, targets)
+        for level, pi, (b, a, gj, gi, tbox, anchors, tcls) in zip(self.levels, preds, assigned):
             tobj = torch.zeros(pi.shape[:4], device=device, dtype=torch.float32)
             if b.numel():
                 ps = pi[b, a, gj, gi].float()
@@ -130,7 +131,8 @@ class ComputeLoss:
         device = targets.device
         nt = targets.shape[0]
         anchor_index = torch.arange(self.na, device=device, dtype=torch.float32).view(self.na, 1).expand(self.na, nt)
-        all_targets = torch.cat((targets.unsqueeze(0).expand(self.na, nt, 6), anchor_index[..., None]), 2)  # (na, nt, 7)
+        # (na, nt, 7): every target once per anchor, with the anchor index appended
+        all_targets = torch.cat((targets.unsqueeze(0).expand(self.na, nt, 6), anchor_index[..., None]), 2)
         g = 0.5
         offsets_all = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device, dtype=torch.float32) * g
         out = []
