@@ -89,7 +89,8 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     finally:
         model.train(was_training)
 
-    image_ids = [dataset_image_ids(dataset)[i] for i in tally.seen]
+    all_ids = dataset_image_ids(dataset)
+    image_ids = [all_ids[i] for i in tally.seen]
     own = tally.ap(sorted(range(len(image_ids)), key=lambda k: (isinstance(image_ids[k], str), image_ids[k])), nc)
     cat_map = category_id_map(names, category_ids)
     jdict = results_json(image_ids, tally.predictions, cat_map) if coco or save_json else []
