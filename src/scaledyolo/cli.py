@@ -71,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
           project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
           workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,
-          noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache, val=not args.noval)
+          noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache, val=not args.noval,
+          close_mosaic=args.close_mosaic)
     return 0
 
 
@@ -98,6 +99,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     files = export(args.weights, format=args.format, output=args.output, img=args.img, dynamic=args.dynamic,
                    half=args.half)
     print_json({"files": [str(f) for f in files]}) if args.json else print("wrote " + ", ".join(map(str, files)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from scaledyolo.predict import format_summary, run_predict
+
+    summary = run_predict(args.weights, args.source, img=args.img, conf=args.conf, iou=args.iou, classes=args.classes,
+                          max_det=args.max_det, save_dir=args.save_dir, project=args.project, name=args.name,
+                          save_json=args.save_json, save_txt=args.save_txt, save_conf=args.save_conf,
+                          nosave=args.nosave, tta=args.tta, device=args.device, progress=not args.json)
+    print_json(summary) if args.json else print(format_summary(summary))
     return 0
 
 
@@ -198,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: fp16 mixed precision on CUDA, fp32 on CPU")
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--noval", action="store_true", help="skip validation (best.pt is then the latest epoch)")
+    p.add_argument("--close-mosaic", type=int, default=10, metavar="N",
+                   help="train the last N epochs without mosaic (at most a third of the run; 0: never)")
     handlers["train"] = cmd_train
 
     p = sub.add_parser("demo", help="train yolov4-tiny on synthetic shapes in minutes on a CPU and show it",
@@ -234,6 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="fp16 weights and input (for GPU runtimes)")
     p.add_argument("--json", action="store_true", help="print {files} as JSON")
     handlers["export"] = cmd_export
+
+    p = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a webcam",
+                       description="Letterboxed inference with boxes mapped back to original pixels. Writes "
+                                   "annotated pictures (and annotated mp4 videos for video sources) to --save-dir "
+                                   "(default runs/predict/exp, exp2, ...), optional YOLO labels and a JSON list, and "
+                                   "prints one summary line with the time per picture spent in preprocessing, the "
+                                   "model, NMS and drawing. Unreadable files in a folder or glob are named and skipped.")
+    p.add_argument("--weights", required=True, help=f"weights file (any format) or member name for random weights "
+                                                    f"({MEMBERS_HELP})")
+    p.add_argument("--source", required=True, help="image, video, folder, glob ('imgs/*.jpg'), stream URL or webcam "
+                                                   "index (0)")
+    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class probability)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--classes", nargs="+", default=None, help="keep only these classes (indices or names)")
+    p.add_argument("--max-det", type=int, default=300, help="most detections per picture")
+    p.add_argument("--save-dir", default=None, help="output folder, used as is (default: --project/--name, numbered)")
+    p.add_argument("--project", default="runs/predict", help="parent of the numbered output folder")
+    p.add_argument("--name", default="exp", help="output folder name (exp, exp2, ...)")
+    p.add_argument("--save-json", default=None, metavar="FILE",
+                   help="write a JSON list: per picture its path, frame, size and detections (name, class, score, "
+                        "box x1 y1 x2 y2 in original pixels)")
+    p.add_argument("--save-txt", action="store_true", help="write YOLO labels (class cx cy w h, 0-1) under labels/")
+    p.add_argument("--save-conf", action="store_true", help="with --save-txt, add the score to each label line")
+    p.add_argument("--nosave", action="store_true", help="do not write annotated pictures or videos")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (scales 1, 0.83, 0.67; flip)")
+    p.add_argument("--device", default=None, help="cpu, cuda, 0, ... (default: the first GPU, else the CPU)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+    handlers["predict"] = cmd_predict
 
     for p in sub.choices.values():
         _add_common(p)

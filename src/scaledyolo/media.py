@@ -1,0 +1,226 @@
+"""Pictures and videos in and out for `predict`: what a `--source` names, frames as RGB, atomic writers.
+
+A source is an image file, a video file, a folder, a glob pattern, a stream URL or a webcam index.
+Files named one by one must be readable (else `UserError`); files found in a folder or by a glob
+that cannot be read are named in a warning and skipped, so one bad file never stops a long run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from scaledyolo.data.checks import ImageError, decode_image
+from scaledyolo.errors import UserError
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
+STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
+
+
+@dataclass
+class Frame:
+    """One picture to detect on: RGB uint8 (H, W, 3), where it came from, and its frame number in a video."""
+
+    rgb: np.ndarray
+    path: str | None = None
+    frame: int | None = None
+    frames: int | None = None  # length of the video it belongs to, when known
+    fps: float | None = None  # frame rate of the video it belongs to
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as 8-bit RGB (H, W, 3), EXIF orientation applied; grey, RGBA and 16-bit converted.
+
+    Raises `UserError` naming the file when it cannot be decoded (truncated JPEG/PNG included).
+    """
+    try:
+        return cv2.cvtColor(decode_image(path, check=True), cv2.COLOR_BGR2RGB)
+    except ImageError as exc:
+        raise UserError(str(exc), path) from None
+
+
+def to_rgb(image: Any) -> np.ndarray:
+    """A numpy array or PIL image as contiguous 8-bit RGB (H, W, 3).
+
+    Arrays are taken as RGB (H, W, 3), RGBA (H, W, 4) or grey (H, W); uint16 is scaled to 8 bits.
+    PIL images get their EXIF orientation applied, as files read by path do.
+    """
+    if hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray):  # PIL
+        from PIL import ImageOps
+
+        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise UserError(f"expected an image path, an HxWx3 RGB numpy array or a PIL image, got {type(image).__name__}")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise UserError(f"image arrays must be uint8 (or uint16), got {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise UserError(f"image arrays must be HxWx3 RGB, got shape {tuple(image.shape)}")
+    return np.ascontiguousarray(image)
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(str(path)).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _is_live(text: str) -> bool:
+    return text.isdigit() or text.lower().startswith(STREAM_PREFIXES)
+
+
+def expand_source(source: str | Path) -> tuple[list[Path | str], bool]:
+    """The files (or stream/webcam) a `--source` names, and whether they came from a folder or glob.
+
+    Hidden files are left out of folders and globs.
+    """
+    text = str(source)
+    if _is_live(text):
+        return [text], False
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise UserError("folder has no files to detect on", path)
+        return files, True
+    if path.is_file():
+        return [path], False
+    if _is_glob(text):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)
+                       if Path(p).is_file() and not Path(p).name.startswith("."))
+        if not files:
+            raise UserError("no files match this pattern", text)
+        return files, True
+    raise UserError("source not found (expected an image, video, folder, glob, URL or webcam index)", text)
+
+
+def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Frame]:
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 1000 else 30.0
+    index = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok or bgr is None:
+                break
+            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(source), index, count if count > 0 else None, fps)
+            index += 1
+    finally:
+        capture.release()
+
+
+def open_video(source: str | Path) -> cv2.VideoCapture:
+    """A capture for a video file, stream URL or webcam index; `UserError` when it does not open."""
+    text = str(source)
+    capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
+    if not capture.isOpened():
+        capture.release()
+        raise UserError("cannot open this video (not a video, an unsupported codec, or no such camera)", text)
+    return capture
+
+
+def iter_frames(items: list[Any], skip_bad: bool = False) -> Iterator[Frame]:
+    """Frames of image paths, videos, streams, arrays and PIL images, in order.
+
+    With `skip_bad`, an unreadable file is named in a warning and skipped instead of raising.
+    """
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            yield Frame(to_rgb(item))
+            continue
+        text = str(item)
+        try:
+            if is_video(text) or _is_live(text):
+                yield from _video_frames(text, open_video(text))
+            else:
+                yield Frame(read_image(text), text)
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            warnings.warn(f"{exc}; skipped", stacklevel=2)
+
+
+def count_frames(items: list[Any]) -> int | None:
+    """Pictures the items will give (video frame counts from their headers), or None when unknown."""
+    total = 0
+    for item in items:
+        if isinstance(item, (str, Path)) and _is_live(str(item)):
+            return None
+        if isinstance(item, (str, Path)) and is_video(item):
+            capture = cv2.VideoCapture(str(item))
+            n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+            capture.release()
+            total += max(n, 1)
+        else:
+            total += 1
+    return total
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """Encode an RGB picture by the file's suffix (JPEG when OpenCV cannot write it) and write it atomically."""
+    path = Path(path)
+    ok, buf = False, None
+    if path.suffix:
+        try:
+            ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        except cv2.error:
+            ok = False
+    if not ok:
+        path = path.with_suffix(".jpg")
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    write_bytes_atomic(path, buf.tobytes())
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class VideoWriter:
+    """An mp4v video written to a hidden temporary file and renamed into place by `close()`."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = rgb.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise UserError("OpenCV cannot write mp4v video here", self.path)
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            os.replace(self.tmp, self.path)

@@ -1,0 +1,359 @@
+"""Detection on pictures: images, folders, globs, videos, webcams, numpy arrays and PIL images -> `Results`.
+
+The pipeline is the official detect's: letterbox to the model's input size (keeping the aspect
+ratio, padded grey to a stride multiple), an eval-mode forward under `torch.inference_mode()`
+(optionally with the official test-time augmentation), NMS, and boxes mapped back to the original
+pixels and clipped. `predict` returns a list of `Results`; `run_predict` is the `scaledyolo predict`
+command (annotated pictures and videos, labels, JSON, a timing summary).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scaledyolo.data.augment import letterbox
+from scaledyolo.errors import UserError
+from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, to_rgb, write_bytes_atomic, write_image
+from scaledyolo.ops.boxes import scale_boxes
+from scaledyolo.ops.nms import MAX_DET, non_max_suppression
+
+STAGES = ("preprocess", "model", "nms", "drawing")
+PALETTE = [(255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 178, 29), (207, 210, 49),
+           (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168),
+           (0, 194, 255), (52, 69, 147), (100, 115, 255), (0, 24, 236), (132, 56, 255), (82, 0, 133),
+           (203, 56, 255), (255, 149, 200), (255, 55, 199)]
+
+
+@dataclass
+class Results:
+    """Detections on one picture, in its original pixels.
+
+    `boxes` (N, 4) float32 x1, y1, x2, y2; `scores` (N,) float32 (objectness x class probability),
+    best first; `classes` (N,) int64; `names` the model's class names; `path` the file (None for
+    arrays); `frame` the frame number for videos; `orig_shape` (h, w); `speed` milliseconds per stage.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: list[str]
+    orig_shape: tuple[int, int]
+    path: str | None = None
+    frame: int | None = None
+    orig_img: np.ndarray | None = field(default=None, repr=False)
+    speed: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def plot(self, img: np.ndarray | None = None, line_width: int | None = None, labels: bool = True) -> np.ndarray:
+        """An RGB copy of the picture (or of `img`) with boxes, class names and scores drawn on it."""
+        canvas = (self.orig_img if img is None else img)
+        if canvas is None:
+            raise ValueError("these results keep no picture; pass img= to plot on")
+        canvas = np.ascontiguousarray(canvas).copy()
+        h, w = canvas.shape[:2]
+        lw = line_width or max(round((h + w) / 2 * 0.003), 2)
+        font_scale = lw / 3
+        for box, score, cls in zip(self.boxes, self.scores, self.classes):
+            color = PALETTE[int(cls) % len(PALETTE)]
+            p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
+            cv2.rectangle(canvas, p1, p2, color, lw, cv2.LINE_AA)
+            if not labels:
+                continue
+            text = f"{self.class_name(int(cls))} {score:.2f}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(lw - 1, 1))
+            above = p1[1] - th - 3 >= 0
+            q1 = (p1[0], p1[1] - th - 3 if above else p1[1])
+            q2 = (p1[0] + tw, p1[1] if above else p1[1] + th + 3)
+            cv2.rectangle(canvas, q1, q2, color, -1, cv2.LINE_AA)
+            text_color = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)
+            cv2.putText(canvas, text, (p1[0], q2[1] - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
+                        max(lw - 1, 1), cv2.LINE_AA)
+        return canvas
+
+    def class_name(self, cls: int) -> str:
+        return self.names[cls] if 0 <= cls < len(self.names) else str(cls)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One dict per detection: name, class, score, box [x1, y1, x2, y2] in original pixels."""
+        return [{"name": self.class_name(int(c)), "class": int(c), "score": round(float(s), 5),
+                 "box": [round(float(v), 2) for v in b]}
+                for b, s, c in zip(self.boxes, self.scores, self.classes)]
+
+    def save_txt(self, path: str | Path, save_conf: bool = False) -> Path:
+        """Write YOLO labels (class cx cy w h, normalised 0-1; plus the score with `save_conf`) atomically."""
+        h, w = self.orig_shape
+        lines = []
+        for b, s, c in zip(self.boxes, self.scores, self.classes):
+            cx, cy, bw, bh = (b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h, (b[2] - b[0]) / w, (b[3] - b[1]) / h
+            lines.append(f"{int(c)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}" + (f" {s:.5f}" if save_conf else ""))
+        path = Path(path)
+        write_bytes_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
+        return path
+
+
+def _model_stride(model: torch.nn.Module) -> int:
+    spec = getattr(model, "spec", None)
+    return int(max(spec.strides)) if spec is not None else 32
+
+
+def _input_size(model: torch.nn.Module, img: int | None) -> int:
+    from scaledyolo.models.spec import round_img_size
+
+    spec = getattr(model, "spec", None)
+    size = img or (spec.img_size if spec is not None else 640)
+    if size <= 0:
+        raise UserError(f"image size must be positive, got {size}")
+    return round_img_size(size, _model_stride(model))
+
+
+def preprocess(images: Sequence[np.ndarray], size: int, stride: int
+               ) -> tuple[torch.Tensor, list[tuple[tuple[float, float], tuple[float, float]]]]:
+    """RGB pictures -> a uint8 (B, 3, H, W) batch and each picture's (ratio, padding).
+
+    One picture, or pictures of one shape, get the smallest stride-multiple rectangle (less padding,
+    faster, as the official detect); mixed shapes share a `size` x `size` square.
+    """
+    boxed = [letterbox(im, size, auto=True, stride=stride) for im in images]
+    if len({b[0].shape for b in boxed}) > 1:
+        boxed = [letterbox(im, size, auto=False, stride=stride) for im in images]
+    batch = np.stack([b[0] for b in boxed]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    if tta:
+        from scaledyolo.eval.tta import tta_forward
+
+        return tta_forward(model, x)
+    out = model(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Predictor:
+    """A model ready to detect: device, input size and thresholds fixed once, then batches of frames."""
+
+    def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
+                 classes: Sequence[int] | None = None, max_det: int = MAX_DET, tta: bool = False,
+                 device: str | torch.device | None = None, keep_images: bool = True) -> None:
+        from scaledyolo.devices import select_device
+
+        if not 0 <= conf <= 1 or not 0 <= iou <= 1:
+            raise UserError(f"conf and iou must be within 0-1, got {conf} and {iou}")
+        self.model = model if device is None else model.to(select_device(device))
+        param = next(self.model.parameters(), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None else torch.float32
+        self.names = [str(n) for n in getattr(model, "names", [])] or [str(i) for i in range(model.num_classes)]
+        self.classes = None if classes is None else [self._class_index(c) for c in classes]
+        self.size = _input_size(model, img)
+        self.stride = _model_stride(model)
+        self.conf, self.iou, self.max_det, self.tta = conf, iou, max_det, tta
+        self.keep_images = keep_images
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self.count = 0
+
+    def _class_index(self, cls: int | str) -> int:
+        names = [str(n) for n in getattr(self.model, "names", [])]
+        if isinstance(cls, str) and not cls.isdigit():
+            if cls not in names:
+                raise UserError(f"unknown class {cls!r}; the model's classes are {', '.join(names[:10])}"
+                                + (" ..." if len(names) > 10 else ""))
+            return names.index(cls)
+        return int(cls)
+
+    def __call__(self, frames: Sequence[Frame]) -> list[Results]:
+        """Detect on a batch of frames; timings are added to `totals` (seconds)."""
+        t0 = time.perf_counter()
+        x, ratio_pads = preprocess([f.rgb for f in frames], self.size, self.stride)
+        x = x.to(self.device, non_blocking=True).to(self.dtype) / 255.0
+        _sync(self.device)
+        t1 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                out = _forward(self.model, x, self.tta)
+        finally:
+            self.model.train(was_training)
+        _sync(self.device)
+        t2 = time.perf_counter()
+        dets = non_max_suppression(out.float(), self.conf, self.iou, classes=self.classes, max_det=self.max_det)
+        results = []
+        for frame, det, ratio_pad in zip(frames, dets, ratio_pads):
+            shape = frame.rgb.shape[:2]
+            boxes = scale_boxes(det[:, :4].clone(), x.shape[2:], shape, ratio_pad).cpu().numpy()
+            results.append(Results(boxes.astype(np.float32), det[:, 4].cpu().numpy().astype(np.float32),
+                                   det[:, 5].cpu().numpy().astype(np.int64), self.names, (shape[0], shape[1]),
+                                   frame.path, frame.frame, frame.rgb if self.keep_images else None))
+        t3 = time.perf_counter()
+        n = len(frames)
+        for res in results:
+            res.speed = {"preprocess": (t1 - t0) / n * 1e3, "model": (t2 - t1) / n * 1e3, "nms": (t3 - t2) / n * 1e3}
+        self.totals["preprocess"] += t1 - t0
+        self.totals["model"] += t2 - t1
+        self.totals["nms"] += t3 - t2
+        self.count += n
+        return results
+
+    def per_image_ms(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) * 1e3 for k, v in self.totals.items()}
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _as_items(images: Any) -> list[Any]:
+    """One image or a list of them -> a list; folders and globs given as a path expand to their files."""
+    if isinstance(images, (str, Path)):
+        files, _ = expand_source(images)
+        return list(files)
+    if isinstance(images, np.ndarray) or hasattr(images, "convert"):
+        return [images]
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    raise UserError(f"expected paths, HxWx3 RGB numpy arrays or PIL images, got {type(images).__name__}")
+
+
+def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
+            classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
+            augment: bool = False, device: str | torch.device | None = None, batch: int = 8) -> list[Results]:
+    """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
+    HxWx3 RGB uint8 numpy arrays or PIL images.
+
+    Returns one `Results` per picture, boxes in its original pixels. `img`: input size (default: the
+    model's; rounded up to the stride). `classes`: keep only these (indices or names). `tta` (or its
+    alias `augment`): the official test-time augmentation. `device`: move the model there first.
+    """
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
+                          tta=tta or augment, device=device)
+    items = _as_items(images)
+    skip_bad = isinstance(images, (str, Path)) and expand_source(images)[1]
+    results: list[Results] = []
+    for frames in _batches(iter_frames(items, skip_bad=skip_bad), max(1, batch)):
+        results.extend(predictor(frames))
+    return results
+
+
+# --------------------------------------------------------------------------- the CLI command
+
+
+def _output_name(frame: Frame, index: int, used: set[str]) -> str:
+    stem = Path(frame.path).stem if frame.path and not str(frame.path).isdigit() else f"image{index}"
+    if frame.path and str(frame.path).isdigit():
+        stem = f"webcam{frame.path}"
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}_{n}", n + 1
+    used.add(name)
+    return name
+
+
+def run_predict(weights: str, source: str, img: int | None = None, conf: float = 0.25, iou: float = 0.45,
+                classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, save_dir: str | None = None,
+                project: str = "runs/predict", name: str = "exp", save_json: str | None = None,
+                save_txt: bool = False, save_conf: bool = False, nosave: bool = False, tta: bool = False,
+                device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """`scaledyolo predict`: detect on every picture of `source`, write annotated pictures/videos.
+
+    Returns the summary (counts, folder, per-image milliseconds by stage) that the CLI prints.
+    """
+    from scaledyolo.devices import select_device
+    from scaledyolo.interop.loading import load_model
+    from scaledyolo.media import count_frames
+    from scaledyolo.runs import increment_path
+
+    items, from_folder = expand_source(source)
+    model = load_model(weights, device=select_device(device))
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta)
+    out_dir = Path(save_dir) if save_dir else increment_path(Path(project) / name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t_start = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    used: set[str] = set()
+    videos: list[str] = []
+    writer: VideoWriter | None = None  # the video being written (frames of one source come in a row)
+    n_images = n_objects = 0
+    bar = tqdm(total=count_frames(items), desc="predict", unit="img", disable=not progress, file=sys.stderr)
+    try:
+        for frame in iter_frames(items, skip_bad=from_folder):
+            (res,) = predictor([frame])
+            t0 = time.perf_counter()
+            if frame.frame == 0 or (frame.frame is None and writer is not None):
+                if writer is not None:
+                    writer.close()
+                writer = None
+            if frame.frame is None:
+                stem = _output_name(frame, n_images, used)
+                if not nosave:
+                    write_image(out_dir / f"{stem}{Path(frame.path).suffix if frame.path else '.jpg'}", res.plot())
+                label_stem = stem
+            else:
+                if writer is None:
+                    writer = VideoWriter(out_dir / f"{_output_name(frame, n_images, used)}.mp4", frame.fps or 30.0)
+                    if not nosave:
+                        videos.append(str(writer.path))
+                if not nosave:
+                    writer.write(res.plot())
+                label_stem = f"{writer.path.stem}_{frame.frame}"
+            if save_txt:
+                res.save_txt(out_dir / "labels" / f"{label_stem}.txt", save_conf=save_conf)
+            if save_json:
+                records.append({"path": frame.path, "frame": frame.frame, "height": res.orig_shape[0],
+                                "width": res.orig_shape[1], "detections": res.to_json()})
+            res.speed["drawing"] = (time.perf_counter() - t0) * 1e3
+            predictor.totals["drawing"] += res.speed["drawing"] / 1e3
+            n_images += 1
+            n_objects += len(res)
+            bar.update(1)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if n_images == 0:
+        raise UserError("no readable pictures to detect on", source)
+    if save_json:
+        write_bytes_atomic(Path(save_json), json.dumps(records, indent=1).encode())
+    return {
+        "images": n_images,
+        "objects": n_objects,
+        "videos": videos,
+        "save_dir": str(out_dir),
+        "save_json": save_json,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "ms_per_image": {k: round(v, 2) for k, v in predictor.per_image_ms().items()},
+        "img": predictor.size,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one-line summary the CLI prints."""
+    ms = summary["ms_per_image"]
+    split = ", ".join(f"{k} {ms[k]:.1f}" for k in STAGES)
+    return (f"predict: {summary['images']} pictures, {summary['objects']} objects in {summary['seconds']:.1f} s at "
+            f"img {summary['img']} (ms per picture: {split}); results in {summary['save_dir']}")

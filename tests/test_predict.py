@@ -1,0 +1,217 @@
+"""predict: the Python API on paths/arrays/PIL, boxes mapped back to original pixels, TTA, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import scaledyolo
+from scaledyolo.errors import UserError
+from scaledyolo.eval.tta import tta_forward
+from scaledyolo.predict import Results, predict
+
+RACCOON = Path(__file__).parent / "fixtures" / "raccoon" / "images"
+IMAGES = sorted(RACCOON.glob("*.jpg"))[:3]
+LOW_CONF = 1e-5  # a random-init model scores ~1e-4 (its bias priors): low enough to get boxes
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return scaledyolo.build_model("yolov4-tiny").eval()
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+class SquareFinder(nn.Module):
+    """A stand-in detector: one box around the white pixels of its input, in input pixels (eval format)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.names = ["square"]
+        self.spec = SimpleNamespace(strides=[8, 16, 32], img_size=256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for im in x:
+            ys, xs = (im.min(0).values > 0.9).nonzero(as_tuple=True)
+            x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+            rows.append(torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).float())
+        boxes = torch.stack(rows)[:, None]
+        return torch.cat((boxes, torch.full_like(boxes[..., :2], 0.9)), -1)
+
+
+def square_image(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    img = np.full((h, w, 3), 90, np.uint8)
+    x1, y1, x2, y2 = box
+    img[y1:y2, x1:x2] = 255
+    return img
+
+
+def test_boxes_map_back_to_original_pixels():
+    """Wide, tall and mixed-shape batches: the detected square lands on the square in the original."""
+    cases = [((120, 300), (30, 20, 90, 60)), ((300, 100), (10, 200, 60, 280)), ((200, 200), (150, 5, 199, 40))]
+    images = [square_image(h, w, box) for (h, w), box in cases]
+    for batch in (1, 3):  # one at a time (stride rectangles) and together (a shared square)
+        for img, (_, box), res in zip(images, cases, predict(SquareFinder(), images, img=256, batch=batch)):
+            assert res.boxes.shape == (1, 4)
+            assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, (batch, res.boxes, box)
+            assert res.orig_shape == img.shape[:2]
+
+
+def test_tta_boxes_map_back_too():
+    """Each TTA run (scaled, flipped) must map its box back onto the same square: one box after NMS."""
+    img = square_image(160, 320, (40, 30, 120, 90))
+    (res,) = predict(SquareFinder(), img, img=256, tta=True)
+    assert res.boxes.shape == (1, 4)
+    assert np.abs(res.boxes[0] - np.array([40, 30, 120, 90])).max() <= 3.0
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, 128, 256)
+        x[..., 20:60, 30:90] = 1.0
+        out = tta_forward(SquareFinder(), x)
+    assert out.shape == (1, 3, 6)
+    assert torch.allclose(out[0, :, :4], out[0, :1, :4].expand(3, 4), atol=2.0)  # three runs agree
+
+
+def test_predict_on_raccoon_paths_arrays_and_pil(tiny):
+    from PIL import Image
+
+    paths = [str(p) for p in IMAGES]
+    by_path = predict(tiny, paths, conf=LOW_CONF, img=256)
+    by_array = predict(tiny, [rgb(p) for p in IMAGES], conf=LOW_CONF, img=256)
+    by_pil = predict(tiny, [Image.open(p) for p in IMAGES], conf=LOW_CONF, img=256)
+    assert len(by_path) == len(by_array) == len(by_pil) == len(IMAGES)
+    for path, a, b, c in zip(paths, by_path, by_array, by_pil):
+        h, w = rgb(Path(path)).shape[:2]
+        assert a.path == path and b.path is None and a.orig_shape == (h, w)
+        assert a.boxes.shape[1] == 4 and a.boxes.dtype == np.float32 and len(a) > 0
+        assert a.scores.shape == (len(a),) and a.classes.shape == (len(a),) and a.classes.dtype == np.int64
+        assert (a.boxes[:, [0, 2]] >= 0).all() and (a.boxes[:, [0, 2]] <= w).all()
+        assert (a.boxes[:, [1, 3]] >= 0).all() and (a.boxes[:, [1, 3]] <= h).all()
+        assert (a.boxes[:, 2] >= a.boxes[:, 0]).all() and (a.boxes[:, 3] >= a.boxes[:, 1]).all()
+        assert (np.diff(a.scores) <= 0).all()
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.boxes, c.boxes, atol=1e-3)
+        picture = a.plot()
+        assert picture.shape == (h, w, 3) and picture.dtype == np.uint8 and (picture != rgb(Path(path))).any()
+    single = predict(tiny, paths[0], conf=LOW_CONF, img=256)
+    assert len(single) == 1 and single[0].path == paths[0]
+    assert len(tiny.predict(rgb(IMAGES[0]), conf=LOW_CONF, img=256)) == 1
+
+
+def test_results_json_txt_and_filters(tiny, tmp_path):
+    (res,) = predict(tiny, str(IMAGES[0]), conf=LOW_CONF, img=256, max_det=7)
+    assert len(res) == 7
+    items = res.to_json()
+    assert [set(d) for d in items] == [{"name", "class", "score", "box"}] * 7
+    assert items[0]["name"] == tiny.names[items[0]["class"]] and len(items[0]["box"]) == 4
+    label = np.loadtxt(res.save_txt(tmp_path / "labels" / "a.txt"), ndmin=2)
+    assert label.shape == (7, 5) and (label[:, 1:] >= 0).all() and (label[:, 1:] <= 1).all()
+    h, w = res.orig_shape
+    np.testing.assert_allclose(label[:, 3] * w, res.boxes[:, 2] - res.boxes[:, 0], atol=0.01)
+    wanted = int(res.classes[0])
+    (only,) = predict(tiny, str(IMAGES[0]), conf=LOW_CONF, img=256, classes=[tiny.names[wanted]])
+    assert len(only) > 0 and set(only.classes.tolist()) == {wanted}
+
+
+def test_bad_inputs_are_user_errors(tiny, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(IMAGES[0].read_bytes()[:300])
+    with pytest.raises(UserError, match="broken.jpg"):
+        predict(tiny, str(broken), img=64)
+    with pytest.raises(UserError, match="uint8"):
+        predict(tiny, np.zeros((10, 10, 3), np.float32), img=64)
+    with pytest.raises(UserError, match="not found"):
+        predict(tiny, str(tmp_path / "missing.jpg"), img=64)
+
+
+def test_tta_output_shape(tiny):
+    x = torch.rand(2, 3, 256, 256)
+    with torch.inference_mode():
+        out = tta_forward(tiny, x)
+    def count(h: int, w: int) -> int:
+        return sum(3 * math.ceil(h / s) * math.ceil(w / s) for s in tiny.strides)
+    scaled = [math.ceil(256 * r / 32) * 32 for r in (0.83, 0.67)]
+    assert out.shape == (2, count(256, 256) + sum(count(s, s) for s in scaled), 85)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaledyolo", "predict", "--weights", "yolov4-tiny", "--img", "128",
+                           "--conf", str(LOW_CONF), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_cli_folder_with_bad_files(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in IMAGES[:2]:
+        shutil.copy(p, src / p.name)
+    (src / "broken.jpg").write_bytes(IMAGES[0].read_bytes()[:400])
+    (src / "notes.txt").write_text("not a picture\n")
+    out = tmp_path / "out"
+    done = cli("--source", str(src), "--save-dir", str(out), "--save-json", str(tmp_path / "p.json"), "--save-txt",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted(p.name for p in IMAGES[:2])
+    assert "broken.jpg" in done.stderr and "notes.txt" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "predict: 2 pictures" in done.stdout and "nms" in done.stdout and "drawing" in done.stdout
+    records = json.loads((tmp_path / "p.json").read_text())
+    assert isinstance(records, list) and len(records) == 2
+    assert {Path(r["path"]).name for r in records} == {p.name for p in IMAGES[:2]}
+    assert all(len(r["detections"]) > 0 and set(r["detections"][0]) == {"name", "class", "score", "box"}
+               for r in records)
+    assert len(list((out / "labels").glob("*.txt"))) == 2
+    picture = cv2.imread(str(out / IMAGES[0].name))
+    assert picture.shape == cv2.imread(str(IMAGES[0])).shape
+
+
+def test_cli_single_bad_file_is_an_error(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(IMAGES[0].read_bytes()[:400])
+    done = cli("--source", str(broken), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}:")
+
+
+def test_cli_video_json_and_run_folders(tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 96))
+    for i in range(5):
+        frame = np.full((96, 160, 3), 40 * i, np.uint8)
+        cv2.rectangle(frame, (20 + 10 * i, 20), (80 + 10 * i, 70), (255, 255, 255), -1)
+        writer.write(frame)
+    writer.release()
+    done = cli("--source", str(video), "--save-json", "frames.json", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["images"] == 5 and set(summary["ms_per_image"]) == {"preprocess", "model", "nms", "drawing"}
+    out = tmp_path / "runs" / "predict" / "exp" / "clip.mp4"
+    assert summary["videos"] == [str(Path("runs/predict/exp/clip.mp4"))] or Path(summary["videos"][0]) == out
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 5
+    records = json.loads((tmp_path / "frames.json").read_text())
+    assert [r["frame"] for r in records] == [0, 1, 2, 3, 4]
+    again = cli("--source", str(tmp_path / "*.mp4"), "--nosave", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["save_dir"].endswith("exp2")
