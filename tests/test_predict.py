@@ -215,3 +215,28 @@ def test_cli_video_json_and_run_folders(tmp_path):
     again = cli("--source", str(tmp_path / "*.mp4"), "--nosave", "--json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["save_dir"].endswith("exp2")
+
+
+def test_grey_rgba_16bit_and_exif_files(tmp_path):
+    """Files of every common kind arrive as 8-bit RGB in their upright orientation."""
+    from PIL import Image
+
+    box = (40, 30, 100, 70)
+    base = square_image(120, 160, box)[..., 0]
+    cv2.imwrite(str(tmp_path / "grey.png"), base)
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(np.dstack([base] * 3), cv2.COLOR_RGB2BGRA))
+    cv2.imwrite(str(tmp_path / "deep.png"), base.astype(np.uint16) * 257)
+    for name in ("grey.png", "rgba.png", "deep.png"):
+        (res,) = predict(SquareFinder(), str(tmp_path / name), img=256)
+        assert res.orig_shape == (120, 160)
+        assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, name
+    # stored landscape with EXIF orientation 6 ("rotate 90 clockwise to view"): upright it is portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.dstack([base] * 3)).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    (by_path,) = predict(SquareFinder(), str(tmp_path / "rotated.jpg"), img=256)
+    (by_pil,) = predict(SquareFinder(), Image.open(tmp_path / "rotated.jpg"), img=256)
+    assert by_path.orig_shape == by_pil.orig_shape == (160, 120)
+    upright = (120 - box[3], box[0], 120 - box[1], box[2])  # the square after a 90-degree clockwise turn
+    for res in (by_path, by_pil):
+        assert np.abs(res.boxes[0] - np.array(upright)).max() <= 3.0
