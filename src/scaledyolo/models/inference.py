@@ -1,0 +1,309 @@
+"""The fast inference path: the same function as the eval-mode model, rebuilt for speed.
+
+`prepare_for_inference(model, ...)` returns an `InferenceModel` whose output equals
+`model.eval()(x)` (to float rounding) and which `predict`, `val` and `bench` call by default.
+What it does, and why each step pays on a CPU (measured in `benchmarks/README.md`):
+
+- every BatchNorm is folded into the convolution before it; in the large members' CSP blocks the
+  BN shared by the two concatenated halves is folded backwards into the plain convolution that
+  produces each half (exact), and only the half that comes out of an activation keeps a
+  per-channel affine (the one part that cannot be folded);
+- activations are channels_last (NHWC), the layout oneDNN's fastest convolutions read and write;
+- on x86 with oneDNN, each convolution's weights are reordered once into oneDNN's blocked layout
+  ("pre-packed"), instead of on every call, and leaky/ReLU/SiLU/sigmoid are fused into the
+  convolution as oneDNN post-ops;
+- Mish, which PyTorch computes with tanh and softplus at a fraction of memory speed, is computed
+  as ``x * a / (2 - a)`` with ``a = s * (2 - s)`` and ``s = sigmoid(x)`` (the same function:
+  ``tanh(softplus(x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1)``), in place, about 4x faster;
+- optionally (`compile=True`) the whole graph goes through torch.compile with inductor's weight
+  freezing, which fuses the element-wise work into single passes (needs a C++ compiler; the first
+  call compiles, which takes tens of seconds, so it is not the default).
+
+Reduced precision (`precision="bf16"`) runs the network in bfloat16 (AVX512-BF16 doubles the
+convolution throughput) and decodes the boxes in float32; it is never the default (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scaledyolo.models.layers import SPPCSP, BottleneckCSP, BottleneckCSP2, Conv
+from scaledyolo.models.yolo import YOLO, fuse_conv_bn
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def fast_mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish, overwriting `x` (a fresh activation the caller owns) and returning it."""
+    a = torch.sigmoid(x)
+    a.mul_(2 - a)
+    return x.mul_(a).div_(torch.rsub(a, 2))
+
+
+def _post_op(act: nn.Module) -> tuple[str, list[float]]:
+    """The oneDNN post-op (name, scalars) computing `act`, or ('none', []) when it has none."""
+    if isinstance(act, nn.LeakyReLU):
+        return "leaky_relu", [float(act.negative_slope)]
+    if isinstance(act, nn.ReLU):
+        return "relu", []
+    if isinstance(act, nn.SiLU):
+        return "swish", []
+    if isinstance(act, nn.Sigmoid):
+        return "sigmoid", []
+    return "none", []
+
+
+def _onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class FastConv(nn.Module):
+    """Convolution (BN already folded) + activation, with pre-packed oneDNN weights when `packed`."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module, dtype: torch.dtype, packed: bool,
+                 input_shape: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.mish = isinstance(act, nn.Mish)
+        attr, scalars = _post_op(act)
+        self.attr, self.scalars = attr, scalars
+        self.act = nn.Identity() if self.mish or (packed and attr != "none") else act
+        weight = conv.weight.detach().to(dtype)
+        bias = conv.bias.detach().to(dtype) if conv.bias is not None else None
+        self.packed = packed
+        if packed:
+            shape = list(input_shape) if input_shape is not None else [1, conv.in_channels, 64, 64]
+            weight = torch.ops.mkldnn._reorder_convolution_weight(
+                weight, self.padding, self.stride, self.dilation, self.groups, shape)
+            self.weight, self.bias = weight, bias  # oneDNN-layout tensors are not state, keep them plain
+        else:
+            self.weight = nn.Parameter(weight, requires_grad=False)
+            self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed:
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                self.attr, self.scalars, None)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = self.act(y)
+        return fast_mish(y) if self.mish else y
+
+
+def _scaled_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """`conv` followed by a per-output-channel affine, as one convolution with a bias."""
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True)
+    fused.weight.data.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
+    fused.bias.data.copy_(bias * scale + shift)
+    return fused
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+class _Affine(nn.Module):
+    """Per-channel scale and shift (the part of a shared post-concat BN that cannot be folded)."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.to(dtype).view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.to(dtype).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+class _FastCSP(nn.Module):
+    """BottleneckCSP with its post-concat BN folded into `cv3` and `cv2` and Mish applied per half."""
+
+    def __init__(self, block: BottleneckCSP, make: "_Maker") -> None:
+        super().__init__()
+        scale, shift = _bn_affine(block.bn)
+        h = block.cv3.out_channels
+        self.cv1, self.m, self.cv4 = make(block.cv1), make(block.m), make(block.cv4)
+        self.cv3 = make.conv(_scaled_conv(block.cv3, scale[:h], shift[:h]), block.act, block.cv3)
+        self.cv2 = make.conv(_scaled_conv(block.cv2, scale[h:], shift[h:]), block.act, block.cv2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv4(torch.cat((self.cv3(self.m(self.cv1(x))), self.cv2(x)), 1))
+
+
+class _FastCSP2(nn.Module):
+    """BottleneckCSP2 / SPPCSP tail: the bypass half's BN is folded, the main half keeps an affine."""
+
+    def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, bn: nn.BatchNorm2d, act: nn.Module,
+                 out: nn.Module, make: "_Maker", bypass_from_input: bool) -> None:
+        super().__init__()
+        scale, shift = _bn_affine(bn)
+        h = bypass.out_channels
+        self.head, self.main, self.out = make(head), make(main), make(out)
+        self.affine = _Affine(scale[:h], shift[:h], make.dtype)
+        self.act = copy.deepcopy(act)
+        self.bypass = make.conv(_scaled_conv(bypass, scale[h:], shift[h:]), act, bypass)
+        self.bypass_from_input = bypass_from_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.head(x)
+        main = self.affine(self.main(x1))
+        main = fast_mish(main) if isinstance(self.act, nn.Mish) else self.act(main)
+        bypass = self.bypass(x if self.bypass_from_input else x1)
+        return self.out(torch.cat((main, bypass), 1))
+
+
+class _SPP(nn.Module):
+    """The SPPCSP main branch up to (and including) cv6."""
+
+    def __init__(self, block: SPPCSP, make: "_Maker") -> None:
+        super().__init__()
+        self.cv1, self.cv3, self.cv4 = make(block.cv1), make(block.cv3), make(block.cv4)
+        self.m = block.m
+        self.cv5, self.cv6 = make(block.cv5), make(block.cv6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.cv4(self.cv3(self.cv1(x)))
+        return self.cv6(self.cv5(torch.cat([x1] + [m(x1) for m in self.m], 1)))
+
+
+class _Maker:
+    """Turns modules of a fused model into their fast versions (recursively)."""
+
+    def __init__(self, dtype: torch.dtype, packed: bool, shapes: dict[int, torch.Size]) -> None:
+        self.dtype, self.packed, self.shapes = dtype, packed, shapes
+
+    def conv(self, conv: nn.Conv2d, act: nn.Module, original: nn.Conv2d | None = None) -> FastConv:
+        """`original`: the unfused conv whose input shape was recorded (default: `conv` itself)."""
+        return FastConv(conv, act, self.dtype, self.packed, self.shapes.get(id(original or conv)))
+
+    def __call__(self, module: nn.Module) -> nn.Module:
+        if isinstance(module, Conv):
+            conv = fuse_conv_bn(module.conv, module.bn) if isinstance(module.bn, nn.BatchNorm2d) else module.conv
+            return self.conv(conv, module.act, module.conv)
+        if isinstance(module, BottleneckCSP):
+            return _FastCSP(module, self)
+        if isinstance(module, BottleneckCSP2):
+            return _FastCSP2(module.cv1, module.m, module.cv2, module.bn, module.act, module.cv3, self, False)
+        if isinstance(module, SPPCSP):
+            return _FastCSP2(nn.Identity(), _SPP(module, self), module.cv2, module.bn, module.act, module.cv7,
+                             self, True)
+        if isinstance(module, nn.Conv2d):
+            return self.conv(module, nn.Identity())
+        for name, child in module.named_children():
+            setattr(module, name, self(child))
+        return module
+
+
+def _conv_input_shapes(model: nn.Module, img_size: int | tuple[int, int]) -> dict[int, torch.Size]:
+    """The input shape of every convolution at `img_size`, by id (oneDNN picks its weight layout by shape)."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    shapes: dict[int, torch.Size] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: shapes.__setitem__(id(mod), inp[0].shape))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, h, w))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+class _Network(nn.Module):
+    """The network up to the raw maps (float32): the unit handed to torch.compile."""
+
+    def __init__(self, model: YOLO) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        model = self.model
+        return [m.float() for m in model.detect.raw(model.features(x), model.levels)]
+
+
+class InferenceModel(nn.Module):
+    """Eval-mode forward of a YOLO, fast: `(B, 3, H, W)` float in 0-1 -> `(B, N, 5 + nc)` float32.
+
+    Metadata (`names`, `spec`, `strides`, `num_classes`) is that of the wrapped model.
+    """
+
+    def __init__(self, model: YOLO, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.network: nn.Module = _Network(model)
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.names = model.names
+        self.spec = model.spec
+
+    @property
+    def strides(self) -> list[int]:
+        return self.model.strides
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
+            return self.model.detect.decode(self.network(x), self.model.levels)
+
+
+def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", precision: str = "fp32",
+                          img_size: int | tuple[int, int] | None = None, compile: bool = False,
+                          channels_last: bool = True) -> InferenceModel:
+    """A fast, eval-only copy of `model` (the original is left untouched); call it on image batches.
+
+    `img_size` is the size the model will mostly see (default: the member's native size); it picks
+    oneDNN's weight layout and, with `compile`, the size compiled for; other sizes still work.
+    `precision`: "fp32" (exact, the default), "bf16" (CPU/GPU) or "fp16" (GPU only).
+    """
+    from scaledyolo.errors import UserError
+
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    dtype = PRECISIONS[precision]
+    if dtype == torch.float16 and device.type == "cpu":
+        raise UserError("fp16 inference needs a GPU; on CPU use --precision bf16 or fp32")
+    img_size = img_size or model.spec.img_size
+    fast = copy.deepcopy(model).cpu().float().eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    packed = device.type == "cpu" and not compile and channels_last and _onednn_available()
+    maker = _Maker(dtype, packed, _conv_input_shapes(fast, img_size) if packed else {})
+    for i, layer in enumerate(fast.layers):
+        fast.layers[i] = maker(layer)
+    for i, conv in enumerate(fast.detect.m):
+        fast.detect.m[i] = maker.conv(conv, nn.Identity())
+    if not packed:
+        fast = fast.to(device=device, dtype=dtype)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    fast.detect.anchors = fast.detect.anchors.float()
+    wrapper = InferenceModel(fast, dtype, channels_last)
+    if compile:
+        _compile(wrapper, device, img_size)
+    return wrapper
+
+
+def _compile(wrapper: InferenceModel, device: torch.device, img_size: int | tuple[int, int]) -> None:
+    """torch.compile the network with inductor's weight freezing, compiling now at `img_size`."""
+    import torch._inductor.config as inductor_config
+
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    compiled = torch.compile(wrapper.network, dynamic=False)
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        compiled(torch.zeros(1, 3, h, w, dtype=wrapper.dtype, device=device).contiguous(
+            memory_format=wrapper.memory_format))
+    wrapper.network = compiled
