@@ -170,13 +170,16 @@ class Predictor:
         self.count = 0
 
     def _class_index(self, cls: int | str) -> int:
-        names = [str(n) for n in getattr(self.model, "names", [])]
+        names = self.names
         if isinstance(cls, str) and not cls.isdigit():
             if cls not in names:
                 raise UserError(f"unknown class {cls!r}; the model's classes are {', '.join(names[:10])}"
                                 + (" ..." if len(names) > 10 else ""))
             return names.index(cls)
-        return int(cls)
+        index = int(cls)
+        if not 0 <= index < len(self.names):
+            raise UserError(f"class {index} is out of range: the model has {len(self.names)} classes")
+        return index
 
     def __call__(self, frames: Sequence[Frame]) -> list[Results]:
         """Detect on a batch of frames; timings are added to `totals` (seconds)."""
@@ -263,9 +266,13 @@ def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float 
 
 
 def _output_name(frame: Frame, index: int, used: set[str]) -> str:
-    stem = Path(frame.path).stem if frame.path and not str(frame.path).isdigit() else f"image{index}"
-    if frame.path and str(frame.path).isdigit():
+    """A file stem for a picture's outputs, unique within the run (a.jpg and a.png both come from 'a')."""
+    if frame.path is None:
+        stem = f"image{index}"
+    elif str(frame.path).isdigit():
         stem = f"webcam{frame.path}"
+    else:
+        stem = Path(frame.path).stem
     name, n = stem, 2
     while name in used:
         name, n = f"{stem}_{n}", n + 1
