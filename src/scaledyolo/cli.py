@@ -113,6 +113,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from scaledyolo.bench import benchmark, format_result
+
+    if bool(args.model) == bool(args.weights):
+        raise _usage("bench needs exactly one of --model NAME or --weights FILE")
+    result = benchmark(args.model or args.weights, img=args.img, batch=args.batch, device=args.device,
+                       backend=args.backend, precision=args.precision, half=args.half, subnet=args.subnet,
+                       runs=args.runs, warmup=args.warmup, compile=args.compile, threads=args.threads)
+    print_json(result) if args.json else print(format_result(result))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -277,6 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, 0, ... (default: the first GPU, else the CPU)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
     handlers["predict"] = cmd_predict
+
+    p = sub.add_parser("bench", help="latency, images/s and achieved GFLOP/s vs the machine's measured peak",
+                       description="Time the default (fast) inference path or another backend: warm-up calls, then "
+                                   "the median of --runs calls on a random batch. Prints latency, images/s, the "
+                                   "model's GFLOPs at --img, the GFLOP/s achieved and its fraction of the peak of a "
+                                   "same-dtype matrix multiplication measured in the same run.")
+    p.add_argument("--model", default=None, help=f"member name ({MEMBERS_HELP}) or spec YAML (random weights)")
+    p.add_argument("--weights", default=None, help="weights file (any format scaledyolo.load reads)")
+    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--batch", type=int, default=1, help="images per call")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, 0, ... (default: cpu)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="torch: our fast path (default); onnxruntime/openvino: our ONNX export on that runtime")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="fp32 (default, exact), bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU)")
+    p.add_argument("--half", action="store_true", help="16-bit: fp16 on a GPU, bf16 on the CPU")
+    p.add_argument("--subnet", default=None, help="time a once-for-all subnet, e.g. p7-p7-p6 (kept output levels)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the fast path (inductor, needs a C++ compiler; compiling takes a while)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--runs", type=int, default=20, help="timed calls (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    p.add_argument("--json", action="store_true", help="print JSON (latency_ms, fps, gflops, peak_fraction, ...)")
+    handlers["bench"] = cmd_bench
 
     for p in sub.choices.values():
         _add_common(p)

@@ -221,9 +221,11 @@ def train(model: str = "yolov4-tiny", data: str | None = None, img: int = 640, e
           hyp: str | dict | None = "scratch", weights: str | None = None, resume: str | Path | None = None,
           workers: int = 2, multi_scale: bool = False, freeze: int = 0, seed: int = 0,
           noautoanchor: bool = False, precision: str = "auto", cache: bool = False, val: bool = True,
-          plots: bool = True) -> Path:
+          plots: bool = True, close_mosaic: int = 10) -> Path:
     """Train `model` on `data` and return the run folder (see the module docstring for what it holds).
 
+    `close_mosaic`: the last epochs train without mosaic (at most a third of the run), so the model
+    ends on pictures like those it will be judged on (a later YOLO practice; 0 keeps mosaic to the end).
     `resume` (a run folder or its weights/last.pt) continues that run with its own arguments; only
     `device` and `workers` may be changed. Works under torchrun: every process trains, rank 0
     validates and saves.
@@ -243,7 +245,7 @@ def train(model: str = "yolov4-tiny", data: str | None = None, img: int = 640, e
                     hyp=hyp if isinstance(hyp, dict) else str(hyp or "scratch"),
                     weights=str(weights) if weights else None, workers=int(workers), multi_scale=bool(multi_scale),
                     freeze=int(freeze), seed=int(seed), noautoanchor=bool(noautoanchor), precision=precision,
-                    cache=bool(cache), val=bool(val), plots=bool(plots))
+                    cache=bool(cache), val=bool(val), plots=bool(plots), close_mosaic=int(close_mosaic))
         run_dir = None
     rank, world, local_rank = init_distributed()
     try:
@@ -285,9 +287,7 @@ class _Trainer:
         self._freeze(args["freeze"])
 
         self.batch_per_rank = max(args["batch"] // world, 1)
-        self.loader, self.dataset = create_dataloader(
-            self.data_cfg, "train", self.img, self.batch_per_rank, hyp=self.hyp, augment=True,
-            workers=args["workers"], shuffle=True, seed=args["seed"], cache=args["cache"], stride=self.gs)
+        self.loader, self.dataset = self._train_loader(self.hyp)
         self._check_labels(nc)
         self.val_loader = self.val_dataset = None
         if self.main and args["val"]:
@@ -327,6 +327,20 @@ class _Trainer:
         self.writer = None
 
     # ----------------------------------------------------------------- setup pieces
+
+    def _train_loader(self, hyp: dict[str, float]) -> tuple[Any, Any]:
+        from scaledyolo.data.loader import create_dataloader
+
+        a = self.args
+        return create_dataloader(self.data_cfg, "train", self.img, self.batch_per_rank, hyp=hyp, augment=True,
+                                 workers=a["workers"], shuffle=True, seed=a["seed"], cache=a["cache"], stride=self.gs)
+
+    def _close_mosaic(self, epoch: int) -> None:
+        """From `epochs - close_mosaic` on, train on plain (letterboxed, still augmented) images."""
+        close = min(int(self.args.get("close_mosaic", 0)), self.args["epochs"] // 3)
+        if close > 0 and epoch >= self.args["epochs"] - close and self.dataset.mosaic:
+            _log(f"epoch {epoch + 1}: mosaic off for the last {self.args['epochs'] - epoch} epochs", self.rank)
+            self.loader, self.dataset = self._train_loader(dict(self.hyp, mosaic=0.0))
 
     def _freeze(self, k: int) -> None:
         """Freeze the first k graph layers (transfer learning)."""
@@ -416,6 +430,7 @@ class _Trainer:
 
     def _train_epoch(self, epoch: int) -> torch.Tensor:
         model, optimizer = self.model, self.optimizer
+        self._close_mosaic(epoch)
         model.train()
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
