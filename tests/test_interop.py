@@ -247,6 +247,17 @@ def test_official_file_of_unknown_structure(official, tmp_path):
         scaledyolo.load(path)
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_truncated_official_files_give_one_clear_error(official, tmp_path, zip_format):
+    path = tmp_path / "p6.pt"
+    save_official(official, path, "p6", 2, True, zip_format, depth=0.34, width=0.25)
+    data = path.read_bytes()
+    for cut in np.linspace(2, len(data) - 1, 7).astype(int):
+        path.write_bytes(data[:cut])
+        with pytest.raises(UserError, match="damaged or unsupported PyTorch file"):
+            scaledyolo.load(path)
+
+
 def test_restricted_unpickler_keeps_plain_data(tmp_path):
     path = tmp_path / "data.pt"
     value = {"a": torch.arange(6.0).view(2, 3)[:, 1:], "b": np.float64(0.5), "c": {1, 2}, "d": [np.arange(3)]}

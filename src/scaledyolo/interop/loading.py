@@ -7,7 +7,6 @@ pickle through the restricted unpickler, darknet `.cfg`/`.weights` as plain text
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import torch
@@ -47,9 +46,11 @@ def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
     return model
 
 
-def _is_pickle(path: Path) -> bool:
+def _looks_like_torch(path: Path) -> bool:
+    """A torch zip archive (even a damaged one) or a pickle stream."""
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _load_file(path: Path, weights: str | Path | None) -> YOLO:
@@ -65,7 +66,7 @@ def _load_file(path: Path, weights: str | Path | None) -> YOLO:
         raise UserError("weights= goes with a darknet .cfg only", path)
     if is_our_checkpoint(path):
         return model_from_checkpoint(read_checkpoint(path), path=path)
-    if zipfile.is_zipfile(path) or _is_pickle(path):
+    if _looks_like_torch(path):
         from scaledyolo.interop.official import load_official
 
         model = load_official(path)

@@ -303,11 +303,12 @@ def restricted_load(path: str | Path) -> Any:
     if not path.is_file():
         raise UserError("weights file not found", path)
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                return _load_zip(zf)
         with open(path, "rb") as f:
-            if f.read(1) != b"\x80":
+            head = f.read(2)
+            if head == b"PK":
+                with zipfile.ZipFile(f) as zf:
+                    return _load_zip(zf)
+            if head[:1] != b"\x80":
                 raise UserError("not a PyTorch/pickle file (unknown format)", path)
             f.seek(0)
             return _load_legacy(f)
@@ -316,6 +317,6 @@ def restricted_load(path: str | Path) -> Any:
     except UserError:
         raise
     except (pickle.UnpicklingError, ValueError, EOFError, struct.error, zipfile.BadZipFile, TypeError,
-            AttributeError, IndexError, KeyError, RuntimeError, OverflowError, MemoryError) as exc:
+            AttributeError, IndexError, KeyError, RuntimeError, OverflowError, MemoryError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"damaged or unsupported PyTorch file ({first})", path) from None

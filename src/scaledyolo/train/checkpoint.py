@@ -77,7 +77,7 @@ def is_our_checkpoint(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             return any(name.endswith("data.pkl") for name in zf.namelist()) and _mentions_format(zf)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):  # damaged zips
         return False
 
 
