@@ -1,0 +1,187 @@
+"""Speed of a model on this machine, and how near it runs to the hardware's limit.
+
+`benchmark(...)` times the default (fast) inference path, or another backend, at one input size
+and batch: a few warm-up calls, then the median of repeated calls. Next to latency and images/s it
+reports the model's GFLOPs at that size, the GFLOP/s achieved, and that figure as a fraction of the
+machine's peak, measured in the same run as the best of two matrix multiplications of the same dtype
+(`torch.mm`, and a 1x1 convolution, which on x86 goes through oneDNN: MKL's GEMM is not the fastest
+path on every CPU). A fraction above 1 is possible for models whose convolutions use algorithms
+that do fewer multiplications than a GEMM would (Winograd).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from scaledyolo.errors import UserError
+from scaledyolo.models.analysis import count_flops, resolve_model
+from scaledyolo.models.inference import PRECISIONS, prepare_for_inference
+from scaledyolo.models.spec import round_img_size
+from scaledyolo.models.yolo import YOLO
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds per call of `fn`, `runs` times, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_peak(dtype: torch.dtype, device: torch.device, n: int = 1536, runs: int = 8) -> dict[str, float]:
+    """Best GFLOP/s of an n x n x n matrix multiplication in `dtype`: torch.mm and as a 1x1 convolution."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    flops = 2.0 * n ** 3
+    mm = flops / min(time_calls(lambda: torch.mm(a, b), runs, 2, device)) / 1e9
+    # The same product as a 1x1 convolution over an (n/32 x 32) "image" of n channels, channels_last.
+    x = a.t().reshape(1, n, n // 32, 32).contiguous(memory_format=torch.channels_last)
+    w = b.t().reshape(n, n, 1, 1)
+    with torch.inference_mode():
+        conv = flops / min(time_calls(lambda: torch.nn.functional.conv2d(x, w), runs, 2, device)) / 1e9
+    return {"peak_gflops_s": max(mm, conv), "mm_gflops_s": mm, "conv1x1_gflops_s": conv}
+
+
+def _precision(device: torch.device, precision: str | None, half: bool) -> str:
+    if precision is None:
+        precision = ("fp16" if device.type == "cuda" else "bf16") if half else "fp32"
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("fp16 needs a GPU; on the CPU use --precision bf16 (or --half, which means bf16 there)")
+    return precision
+
+
+def _onnx_file(model: YOLO, img: int, batch: int, directory: str) -> Path:
+    from scaledyolo.interop.onnx import export_onnx
+
+    return export_onnx(model, Path(directory) / "model.onnx", img=img, batch=batch)
+
+
+def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img: int, batch: int,
+            compile: bool, workdir: str) -> tuple[Callable[[torch.Tensor], Any], str]:
+    """A callable running one batch on `backend`, and a one-line description of the path."""
+    if backend == "torch":
+        fast = prepare_for_inference(model, device, precision=precision, img_size=img, compile=compile)
+        return fast, f"scaledyolo fast path ({'compiled, ' if compile else ''}{precision}, channels_last)"
+    if backend == "tensorrt":
+        raise UserError("--backend tensorrt needs a CUDA GPU with TensorRT; export with `scaledyolo export "
+                        "--format engine` on that machine, or use --backend torch/onnxruntime")
+    if precision != "fp32" or device.type != "cpu":
+        raise UserError(f"--backend {backend} is benchmarked in fp32 on the CPU here; drop --half/--precision/--device")
+    path = _onnx_file(model, img, batch, workdir)
+    threads = torch.get_num_threads()
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("onnxruntime is not installed: pip install 'scaledyolo[export]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return (lambda x: session.run(None, {"images": x.numpy()})), f"onnxruntime {ort.__version__} CPU"
+    try:
+        import openvino as ov
+    except ImportError:
+        raise UserError("openvino is not installed: pip install 'scaledyolo[openvino]'") from None
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return (lambda x: request.infer({0: x.numpy()})), f"openvino {ov.__version__} CPU"
+
+
+def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device: str | torch.device = "cpu",
+              backend: str = "torch", precision: str | None = None, half: bool = False,
+              subnet: str | None = None, runs: int = 20, warmup: int = 3, compile: bool = False,
+              threads: int | None = None) -> dict[str, Any]:
+    """Latency and throughput of `model` (a YOLO, a member name or a weights file) at `img` x `img`.
+
+    `half` means the device's 16-bit type (fp16 on a GPU, bf16 on the CPU) unless `precision` says.
+    Returns a dict with `latency_ms` (median per batch), `fps` (images/s), `gflops` (per image),
+    `achieved_gflops_s`, `peak_gflops_s`, `peak_fraction` and the conditions of the run.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if runs < 1 or warmup < 0 or batch < 1:
+        raise UserError("--runs and --batch must be at least 1, --warmup at least 0")
+    from scaledyolo.devices import select_device
+
+    device = select_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if not isinstance(model, YOLO):
+        model = resolve_model(str(model))
+    model = model.cpu().float().eval()
+    if subnet:
+        model = model.subnet(subnet)
+    img = round_img_size(img or model.spec.img_size, model.spec.max_stride)
+    precision = _precision(device, precision, half)
+    gflops = count_flops(model, img)
+    x = torch.rand(batch, 3, img, img, device=device)
+    with tempfile.TemporaryDirectory(prefix="scaledyolo-bench-") as workdir:
+        run, path = _runner(model, backend, device, precision, img, batch, compile, workdir)
+        times = time_calls(lambda: run(x), runs, warmup, device)
+    latency = statistics.median(times)
+    peak = measure_peak(PRECISIONS[precision], device)
+    achieved = gflops * batch / latency
+    return {
+        "model": model.spec.name, "subnet": subnet, "img": img, "batch": batch,
+        "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+        "backend": backend, "path": path, "precision": precision,
+        "latency_ms": latency * 1e3, "latency_min_ms": min(times) * 1e3, "fps": batch / latency,
+        "gflops": gflops, "achieved_gflops_s": achieved, **peak,
+        "peak_fraction": achieved / peak["peak_gflops_s"],
+        "runs": runs, "warmup": warmup, "torch": torch.__version__,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} logical CPUs)"
+
+
+def format_result(r: dict[str, Any]) -> str:
+    """The human-readable summary `scaledyolo bench` prints."""
+    sub = f" subnet {r['subnet']}" if r["subnet"] else ""
+    return "\n".join([
+        f"{r['model']}{sub} @ {r['img']}x{r['img']}, batch {r['batch']}, {r['device']} ({r['device_name']}), "
+        f"{r['threads']} threads, {r['path']}",
+        f"latency     {r['latency_ms']:.2f} ms per batch (median of {r['runs']}; min {r['latency_min_ms']:.2f})",
+        f"throughput  {r['fps']:.1f} images/s",
+        f"compute     {r['gflops']:.2f} GFLOPs per image -> {r['achieved_gflops_s']:.1f} GFLOP/s achieved",
+        f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul, measured now: torch.mm "
+        f"{r['mm_gflops_s']:.1f}, 1x1 conv {r['conv1x1_gflops_s']:.1f}) -> {100 * r['peak_fraction']:.0f}% of peak",
+    ])
