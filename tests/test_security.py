@@ -85,6 +85,7 @@ def commands(path: Path, tmp_path: Path, data: Path) -> dict[str, list[str]]:
         "val": ["val", "--weights", str(path), "--data", str(data), "--img", "64"],
         "predict": ["predict", "--weights", str(path), "--source", str(image)],
         "export": ["export", "--weights", str(path), "--output", str(tmp_path / "out.onnx")],
+        "bench": ["bench", "--weights", str(path), "--img", "64", "--runs", "1", "--warmup", "0"],
     }
 
 
@@ -96,7 +97,7 @@ def test_scaledyolo_load_refuses_and_runs_nothing(tmp_path, kind):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("command", ["convert", "info", "val", "predict", "export"])
+@pytest.mark.parametrize("command", ["convert", "info", "val", "predict", "export", "bench"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_command_refuses_and_runs_nothing(tmp_path, tiny_data, kind, command):
     if command not in build_parser()._subparsers._group_actions[0].choices:
