@@ -147,12 +147,18 @@ def _sync(device: torch.device) -> None:
 
 
 class Predictor:
-    """A model ready to detect: device, input size and thresholds fixed once, then batches of frames."""
+    """A model ready to detect: device, input size and thresholds fixed once, then batches of frames.
+
+    `fast` runs a `prepare_for_inference` copy of a YOLO (BN folded, pre-packed convolutions; same
+    output to float rounding): about 1.5-2x faster per picture on CPU for a one-off cost of a few
+    pictures, so the CLI uses it and `predict` leaves it to the caller.
+    """
 
     def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
                  classes: Sequence[int] | None = None, max_det: int = MAX_DET, tta: bool = False,
-                 device: str | torch.device | None = None, keep_images: bool = True) -> None:
+                 device: str | torch.device | None = None, keep_images: bool = True, fast: bool = False) -> None:
         from scaledyolo.devices import select_device
+        from scaledyolo.models.yolo import YOLO
 
         if not 0 <= conf <= 1 or not 0 <= iou <= 1:
             raise UserError(f"conf and iou must be within 0-1, got {conf} and {iou}")
@@ -164,6 +170,10 @@ class Predictor:
         self.classes = None if classes is None else [self._class_index(c) for c in classes]
         self.size = _input_size(model, img)
         self.stride = _model_stride(model)
+        if fast and isinstance(model, YOLO) and self.dtype == torch.float32:
+            from scaledyolo.models.inference import prepare_for_inference
+
+            self.model = prepare_for_inference(model, device=self.device, img_size=self.size)
         self.conf, self.iou, self.max_det, self.tta = conf, iou, max_det, tta
         self.keep_images = keep_images
         self.totals = dict.fromkeys(STAGES, 0.0)
@@ -244,16 +254,18 @@ def _as_items(images: Any) -> list[Any]:
 
 def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
             classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
-            augment: bool = False, device: str | torch.device | None = None, batch: int = 8) -> list[Results]:
+            augment: bool = False, device: str | torch.device | None = None, batch: int = 8,
+            fast: bool = False) -> list[Results]:
     """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
     HxWx3 RGB uint8 numpy arrays or PIL images.
 
     Returns one `Results` per picture, boxes in its original pixels. `img`: input size (default: the
     model's; rounded up to the stride). `classes`: keep only these (indices or names). `tta` (or its
     alias `augment`): the official test-time augmentation. `device`: move the model there first.
+    `fast`: run a fused, pre-packed copy of the model (worth it for many pictures; see `Predictor`).
     """
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
-                          tta=tta or augment, device=device)
+                          tta=tta or augment, device=device, fast=fast)
     items = _as_items(images)
     skip_bad = isinstance(images, (str, Path)) and expand_source(images)[1]
     results: list[Results] = []
@@ -296,7 +308,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
 
     items, from_folder = expand_source(source)
     model = load_model(weights, device=select_device(device))
-    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta)
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True)
     out_dir = Path(save_dir) if save_dir else increment_path(Path(project) / name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
