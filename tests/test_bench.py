@@ -1,0 +1,114 @@
+"""The fast inference path computes the same function as the eval model; `scaledyolo bench` reports.
+
+No timing is asserted here (the machine is shared); speed targets live in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import scaledyolo
+from scaledyolo.bench import benchmark
+from scaledyolo.cli import main
+from scaledyolo.models.analysis import count_flops
+from scaledyolo.models.inference import FastConv, fast_mish, prepare_for_inference
+
+
+def _randomized(name: str, seed: int = 0) -> scaledyolo.models.YOLO:
+    """A member with non-trivial BN statistics, so that folding them is actually exercised."""
+    model = scaledyolo.build_model(name).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest error relative to the value's size (boxes are hundreds of pixels, scores 0-1)."""
+    return ((a - b).abs() / (b.abs() + 1)).max().item()
+
+
+def test_fast_mish_is_mish() -> None:
+    x = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([0.0, -1e-6, 1e-6, -30.0, 30.0])])
+    got = fast_mish(x.clone())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, F.mish(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,size", [("yolov4-tiny", 96), ("yolov4-csp", 96), ("yolov4-p5", 64)])
+def test_fast_path_equals_eval_model(name: str, size: int) -> None:
+    model = _randomized(name)
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        ref = model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = prepare_for_inference(model, "cpu", precision="fp32", img_size=size)
+    out = fast(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert _rel_err(out, ref) < 1e-4
+    # the original model is left as it was (still trainable, BN not folded)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, FastConv) for m in model.modules())
+
+
+def test_fast_path_other_sizes_and_layouts() -> None:
+    """Weights packed for one size still give the right answer at another; NCHW works too."""
+    model = _randomized("yolov4-tiny", seed=1)
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        ref = model(x)
+    for fast in (prepare_for_inference(model, img_size=96), prepare_for_inference(model, channels_last=False)):
+        assert _rel_err(fast(x), ref) < 1e-4
+
+
+def test_bf16_path_is_close() -> None:
+    model = _randomized("yolov4-tiny", seed=2)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        ref = model(x)
+    out = prepare_for_inference(model, precision="bf16", img_size=96)(x)
+    assert out.dtype == torch.float32
+    assert _rel_err(out, ref) < 5e-2
+    assert _rel_err(out, ref) > 0  # it really ran in reduced precision
+
+
+def test_fp16_on_cpu_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--model", "yolov4-tiny", "--img", "64", "--precision", "fp16"]) == 2
+    assert "fp16" in capsys.readouterr().err
+
+
+def test_bench_json_has_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--model", "yolov4-tiny", "--img", "64", "--runs", "2", "--warmup", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("latency_ms", "fps", "gflops", "achieved_gflops_s", "peak_gflops_s", "peak_fraction"):
+        assert result[key] > 0, key
+    assert result["img"] == 64 and result["batch"] == 1 and result["backend"] == "torch"
+    assert result["fps"] == pytest.approx(1000 / result["latency_ms"])
+    assert result["gflops"] == pytest.approx(count_flops(scaledyolo.build_model("yolov4-tiny"), 64))
+
+
+def test_bench_subnet_costs_less() -> None:
+    full = benchmark("yolov4-p5", img=64, runs=1, warmup=0)
+    sub = benchmark("yolov4-p5", img=64, runs=1, warmup=0, subnet="p5-p5-p4")
+    assert sub["subnet"] == "p5-p5-p4"
+    assert sub["gflops"] < full["gflops"]
+
+
+def test_bench_onnxruntime_backend() -> None:
+    pytest.importorskip("onnxruntime")
+    result = benchmark("yolov4-tiny", img=64, runs=1, warmup=0, backend="onnxruntime")
+    assert result["backend"] == "onnxruntime" and result["latency_ms"] > 0
+
+
+def test_bench_needs_one_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--img", "64"]) == 2
+    assert "--model" in capsys.readouterr().err
