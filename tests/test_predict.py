@@ -97,7 +97,7 @@ def test_predict_on_raccoon_paths_arrays_and_pil(tiny):
     assert len(by_path) == len(by_array) == len(by_pil) == len(IMAGES)
     for path, a, b, c in zip(paths, by_path, by_array, by_pil):
         h, w = rgb(Path(path)).shape[:2]
-        assert a.path == path and b.path is None and a.orig_shape == (h, w)
+        assert isinstance(a, Results) and a.path == path and b.path is None and a.orig_shape == (h, w)
         assert a.boxes.shape[1] == 4 and a.boxes.dtype == np.float32 and len(a) > 0
         assert a.scores.shape == (len(a),) and a.classes.shape == (len(a),) and a.classes.dtype == np.int64
         assert (a.boxes[:, [0, 2]] >= 0).all() and (a.boxes[:, [0, 2]] <= w).all()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from scaledyolo.data.augment import letterbox
 from scaledyolo.errors import UserError
-from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, to_rgb, write_bytes_atomic, write_image
+from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_bytes_atomic, write_image
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
 
@@ -240,15 +240,18 @@ def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _as_items(images: Any) -> list[Any]:
-    """One image or a list of them -> a list; folders and globs given as a path expand to their files."""
+def _as_items(images: Any) -> tuple[list[Any], bool]:
+    """One image or a list of them -> (a list, whether it came from a folder or glob).
+
+    A path naming a folder or a glob expands to its files; those may be skipped when unreadable.
+    """
     if isinstance(images, (str, Path)):
-        files, _ = expand_source(images)
-        return list(files)
+        files, expanded = expand_source(images)
+        return list(files), expanded
     if isinstance(images, np.ndarray) or hasattr(images, "convert"):
-        return [images]
+        return [images], False
     if isinstance(images, (list, tuple)):
-        return list(images)
+        return list(images), False
     raise UserError(f"expected paths, HxWx3 RGB numpy arrays or PIL images, got {type(images).__name__}")
 
 
@@ -266,8 +269,7 @@ def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float 
     """
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
                           tta=tta or augment, device=device, fast=fast)
-    items = _as_items(images)
-    skip_bad = isinstance(images, (str, Path)) and expand_source(images)[1]
+    items, skip_bad = _as_items(images)
     results: list[Results] = []
     for frames in _batches(iter_frames(items, skip_bad=skip_bad), max(1, batch)):
         results.extend(predictor(frames))
