@@ -168,6 +168,9 @@ def test_schedule_warmup_and_cosine(tiny: torch.nn.Module) -> None:
     # 16 images, batch 8: warmup 3 epochs = 6 iterations, under a third of 150 epochs x 2
     s = Schedule(hyp, epochs=150, iters_per_epoch=2, total_batch=8)
     assert s.warmup_iters == 6
+    # accumulation capped at one epoch (2 of the nominal 8 batches): each step's lr makes up the rest
+    assert s.accumulate == 2 and s.lr_scale == 4
+    assert Schedule(hyp, epochs=10, iters_per_epoch=100, total_batch=16).lr_scale == 1
     # 3 epochs of 2 iterations would be all of a 3-epoch run: capped at a third
     assert Schedule(hyp, epochs=3, iters_per_epoch=2, total_batch=8).warmup_iters == 2
     s = Schedule(hyp, epochs=10, iters_per_epoch=100, total_batch=16)

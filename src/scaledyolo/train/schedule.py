@@ -9,7 +9,9 @@ from warmup_momentum, and gradient accumulation grows from 1 to its nominal valu
 The warmup lasts `warmup_epochs` but never more than a third of all iterations: the official
 1,000-iteration floor would spend the whole of a 16-image run warming up. Gradients accumulate to
 the nominal batch `nbs` but never over more than one epoch, so a tiny dataset still gets one
-optimizer step per epoch at least.
+optimizer step per epoch at least; such a shortened accumulation scales the learning rate up by
+the missing factor (nominal / actual accumulation), so each step still moves the weights as far as
+a step over `nbs` images would (the loss is a sum over images, not a mean).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Schedule:
         self.epochs = epochs
         self.iters_per_epoch = iters_per_epoch
         self.accumulate = accumulation(hyp["nbs"], total_batch, iters_per_epoch)
+        self.lr_scale = max(round(hyp["nbs"] / total_batch), 1) / self.accumulate
         total = epochs * iters_per_epoch
         self.warmup_iters = int(min(round(hyp["warmup_epochs"] * iters_per_epoch), total * WARMUP_FRACTION))
 
@@ -68,7 +71,7 @@ class Schedule:
 
     def apply(self, optimizer: torch.optim.Optimizer, ni: int, epoch: int) -> int:
         """Set every group's lr/momentum for global iteration `ni`; returns the accumulation to use."""
-        factor = self.lr_factor(epoch)
+        factor = self.lr_factor(epoch) * self.lr_scale
         if ni < self.warmup_iters:
             xp = [0, self.warmup_iters]
             accumulate = max(1, int(np.interp(ni, xp, [1, self.accumulate]).round()))

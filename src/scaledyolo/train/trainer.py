@@ -381,7 +381,7 @@ class _Trainer:
         self.rows = list(extra.get("results", []))
         if extra.get("rng") and self.world == 1:
             set_rng_state(extra["rng"])
-        _log(f"resuming at epoch {self.start_epoch} of {self.args['epochs']}", self.rank)
+        _log(f"resuming: {self.start_epoch} of {self.args['epochs']} epochs done", self.rank)
 
     def _new_run_dir(self) -> Path:
         run_dir = [increment_path(Path(self.args["project"]) / self.args["name"]) if self.main else None]
@@ -400,7 +400,8 @@ class _Trainer:
             self.writer = _tensorboard(self.run_dir)
             _log(f"training {self.model_name} on {len(self.dataset)} images ({self.nb} batches of "
                  f"{self.batch_per_rank} x {self.world} process(es)), img {self.img}, {args['epochs']} epochs, "
-                 f"accumulate {self.schedule.accumulate}, warmup {self.schedule.warmup_iters} iterations, "
+                 f"accumulate {self.schedule.accumulate} (lr x{self.schedule.lr_scale:g}), "
+                 f"warmup {self.schedule.warmup_iters} iterations, "
                  f"device {self.device}; results to {self.run_dir}")
         t_start = time.time()
         try:
