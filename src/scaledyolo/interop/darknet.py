@@ -176,7 +176,8 @@ def _route(g: GraphBuilder, s: Section, path: str | Path | None) -> None:
         raise UserError(f"line {s.line}: [route] joins layers of different sizes", path)
     channels = sum(g.channels_of(i) for i in sources)
     if channels % groups or not 0 <= group_id < groups:
-        raise UserError(f"line {s.line}: [route] groups={groups} group_id={group_id} do not fit {channels} channels", path)
+        raise UserError(f"line {s.line}: [route] groups={groups} group_id={group_id} do not fit {channels} channels",
+                        path)
     g.add(Concat(groups, group_id), channels // groups, "darknet", sources=tuple(sources))
 
 

@@ -90,15 +90,14 @@ def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, lis
     depths = [len(_modules(_modules(b).get("m"))) if b.qualname.endswith("CSP") else 1 for b in blocks]
     csp2 = [m for m in layers if m.qualname == "models.common.BottleneckCSP2"]
     neck_depth = len(_modules(_modules(csp2[0]).get("m"))) if csp2 else 1
-    first_conv = _state_dict(layers[0]).get("conv.weight")
     yaml = model.state.get("yaml") if isinstance(model.state.get("yaml"), dict) else {}
-    width = yaml.get("width_multiple", 1.0)
-    if first_conv is None or not isinstance(width, (int, float)):
-        raise _unknown(path, "cannot read the width of the first convolution")
+    width = yaml.get("width_multiple")
+    if not isinstance(width, (int, float)) or width <= 0:
+        raise _unknown(path, "the model's yaml has no width_multiple")
     extra = {"first_stage": "bottleneck"} if blocks and blocks[0].qualname == "models.common.Bottleneck" else {}
     stages = len(blocks)
-    spec = ModelSpec(name=_member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}",
-                     arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640), stages=stages,
+    name = _member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}"
+    spec = ModelSpec(name=name, arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640), stages=stages,
                      depths=depths, width=float(width), activation="mish", anchors=anchors, neck_depth=neck_depth,
                      num_classes=nc, extra=extra)
     return spec, layers
