@@ -262,3 +262,20 @@ def test_nms_properties(seed, n, n_classes, thr):
     dropped = sorted(set(range(n)) - set(keep.tolist()))
     for d in dropped:
         assert ((iou[d, keep] > thr) & same[d, keep] & (scores[keep] >= scores[d])).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(8, 900), st.integers(8, 900), st.sampled_from([128, 256, 416]), st.booleans(),
+       st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.05, 1), st.floats(0.05, 1))
+def test_scale_boxes_inverts_the_data_letterbox(h, w, size, auto, fx, fy, fw, fh):
+    """A box mapped into a `letterbox` picture as the letterbox documents, then back by `scale_boxes`."""
+    from scaledyolo.data.augment import letterbox
+
+    boxed, (rw, rh), (padw, padh) = letterbox(np.zeros((h, w, 3), np.uint8), size, auto=auto)
+    x1, y1 = fx * w, fy * h
+    box = torch.tensor([[x1, y1, min(x1 + fw * w, w), min(y1 + fh * h, h)]], dtype=torch.float64)
+    inside = box * torch.tensor([rw, rh, rw, rh], dtype=torch.float64) + torch.tensor([padw, padh, padw, padh])
+    back = scale_boxes(inside.clone(), boxed.shape[:2], (h, w), ratio_pad=((rw, rh), (padw, padh)))
+    assert torch.allclose(back, box, atol=1e-3)
+    back = scale_boxes(inside.clone(), boxed.shape[:2], (h, w), ratio_pad=((rh, rw), (padw, padh)))  # loader order
+    assert torch.allclose(back, box, atol=1e-3)

@@ -8,7 +8,7 @@ the same kind; the IoU family is torch only (it feeds gradients and NMS).
 from __future__ import annotations
 
 import math
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -112,23 +112,47 @@ def clip_boxes(boxes: Boxes, shape: Sequence[int]) -> Boxes:
     return boxes
 
 
+def _axis_gains(ratio: Any, pad: Sequence[float], from_hw: Sequence[int], to_hw: Sequence[int]) -> tuple[float, float]:
+    """The (x, y) resize gains in a recorded letterbox ratio, whichever order it was recorded in.
+
+    `letterbox` reports (rw, rh) and the data loader's shapes (rh, rw) (the official order); the two
+    differ by the rounding of the resized size, which matters for thin pictures (a 900 x 8 image
+    letterboxed to 128 px has rw 0.125, rh 0.142). The gains are whole resized pixels over original
+    pixels, so only the right order makes resized size + padding add up to the network input.
+    """
+    if not isinstance(ratio, (tuple, list)):
+        return float(ratio), float(ratio)
+    a, b = float(ratio[0]), float(ratio[1])
+
+    def fits(gx: float, gy: float) -> bool:
+        """Resized size + twice the left/top padding = network input, or one less (odd padding)."""
+        for gain, size, padding, net in ((gx, to_hw[1], pad[0], from_hw[1]), (gy, to_hw[0], pad[1], from_hw[0])):
+            rest = net - (gain * size + 2 * padding)
+            if not (abs(rest) < 1e-3 or abs(rest - 1) < 1e-3):
+                return False
+        return True
+
+    if fits(a, b):
+        return a, b
+    return (b, a) if fits(b, a) else (a, a)
+
+
 def scale_boxes(boxes: Boxes, from_hw: Sequence[int], to_hw: Sequence[int],
                 ratio_pad: tuple | None = None) -> Boxes:
     """Undo a letterbox: xyxy boxes in the network input (`from_hw`) -> the original image (`to_hw`).
 
-    In place (returns `boxes`), then clipped to `to_hw`. Without `ratio_pad` the gain and the centred
-    padding are recomputed from the two shapes, which is exact for `letterbox(..., auto=False)` and
-    for stride-rounded (`auto=True`) letterboxes alike because both centre the picture. With
-    `ratio_pad` = ``((gain, gain), (padw, padh))`` (what the letterbox and the data loader report) the
-    recorded values are used; the first gain serves both axes as letterboxing keeps the aspect ratio.
+    In place (returns `boxes`), then clipped to `to_hw`. With `ratio_pad` = ``(ratio, (padw, padh))``
+    (what `letterbox` and the data loader record; `ratio` a number or a pair of per-axis gains in
+    either order) the recorded values are used: exact. Without it the gain and the centred padding
+    are recomputed from the two shapes, exact up to the rounding of the resized size.
     """
     if ratio_pad is None:
         gain = min(from_hw[0] / to_hw[0], from_hw[1] / to_hw[1])
+        gx = gy = gain
         padw, padh = (from_hw[1] - to_hw[1] * gain) / 2, (from_hw[0] - to_hw[0] * gain) / 2
     else:
         ratio, (padw, padh) = ratio_pad
-        gain = ratio[0] if isinstance(ratio, (tuple, list)) else ratio
-    boxes[..., [0, 2]] -= padw
-    boxes[..., [1, 3]] -= padh
-    boxes[..., :4] /= gain
+        gx, gy = _axis_gains(ratio, (padw, padh), from_hw, to_hw)
+    boxes[..., [0, 2]] = (boxes[..., [0, 2]] - padw) / gx
+    boxes[..., [1, 3]] = (boxes[..., [1, 3]] - padh) / gy
     return clip_boxes(boxes, to_hw)
