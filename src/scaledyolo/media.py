@@ -32,7 +32,6 @@ class Frame:
     rgb: np.ndarray
     path: str | None = None
     frame: int | None = None
-    frames: int | None = None  # length of the video it belongs to, when known
     fps: float | None = None  # frame rate of the video it belongs to
 
 
@@ -110,7 +109,6 @@ def expand_source(source: str | Path) -> tuple[list[Path | str], bool]:
 
 
 def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Frame]:
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 30.0
     index = 0
@@ -119,7 +117,7 @@ def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Fra
             ok, bgr = capture.read()
             if not ok or bgr is None:
                 break
-            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(source), index, count if count > 0 else None, fps)
+            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(source), index, fps)
             index += 1
     finally:
         capture.release()
