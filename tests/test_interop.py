@@ -290,6 +290,7 @@ def test_onnx_export_matches_torch_in_onnx_runtime(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_export_matches_torch(tmp_path):
     model = randomize(build_model("yolov4-tiny", num_classes=2))
     from scaledyolo.interop.onnx import export_torchscript
