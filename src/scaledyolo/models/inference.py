@@ -203,15 +203,24 @@ class _Maker:
         return module
 
 
-def _conv_input_shapes(model: nn.Module, img_size: int | tuple[int, int]) -> dict[int, torch.Size]:
-    """The input shape of every convolution at `img_size`, by id (oneDNN picks its weight layout by shape)."""
+def _conv_input_shapes(model: YOLO, img_size: int | tuple[int, int]) -> dict[int, torch.Size]:
+    """The input shape of every convolution at `img_size`, by id (oneDNN picks its weight layout by shape).
+
+    Measured by a forward pass at twice the largest stride, then scaled: every spatial size in the
+    network is the input size divided by a power of two, so this is exact and costs almost nothing.
+    """
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    small = 2 * model.spec.max_stride
     shapes: dict[int, torch.Size] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, inp: shapes.__setitem__(id(mod), inp[0].shape))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        b, c, sh, sw = inputs[0].shape
+        shapes[id(module)] = torch.Size((1, c, max(1, sh * h // small), max(1, sw * w // small)))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, h, w))
+            model(torch.zeros(1, 3, small, small))
     finally:
         for hook in hooks:
             hook.remove()
