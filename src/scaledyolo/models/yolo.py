@@ -207,8 +207,11 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def build_model(name_or_spec: str | ModelSpec, num_classes: int = 80) -> YOLO:
-    """Build a member by name (yolov4-tiny, -csp, -p5, -p6, -p7) or from a `ModelSpec`."""
+def build_model(name_or_spec: str | ModelSpec, num_classes: int | None = None) -> YOLO:
+    """Build a member by name (yolov4-tiny, -csp, -p5, -p6, -p7) or from a `ModelSpec`.
+
+    `num_classes` defaults to the spec's own count (80 for the named members).
+    """
     if isinstance(name_or_spec, ModelSpec):
         spec = name_or_spec if num_classes in (None, name_or_spec.num_classes) else name_or_spec.replace(
             num_classes=num_classes)
