@@ -10,8 +10,8 @@ The warmup lasts `warmup_epochs` but never more than a third of all iterations: 
 1,000-iteration floor would spend the whole of a 16-image run warming up. Gradients accumulate to
 the nominal batch `nbs` but never over more than one epoch, so a tiny dataset still gets one
 optimizer step per epoch at least; such a shortened accumulation scales the learning rate up by
-the missing factor (nominal / actual accumulation), so each step still moves the weights as far as
-a step over `nbs` images would (the loss is a sum over images, not a mean).
+the missing factor (nominal / actual accumulation, at most 4), so each step still moves the weights
+about as far as a step over `nbs` images would (the loss is a sum over images, not a mean).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 WARMUP_FRACTION = 1.0 / 3.0
+MAX_LR_SCALE = 4.0  # a step over a handful of images is noisy: do not push it harder than 4x
 
 
 def accumulation(nbs: float, total_batch: int, iters_per_epoch: int) -> int:
@@ -60,7 +61,7 @@ class Schedule:
         self.epochs = epochs
         self.iters_per_epoch = iters_per_epoch
         self.accumulate = accumulation(hyp["nbs"], total_batch, iters_per_epoch)
-        self.lr_scale = max(round(hyp["nbs"] / total_batch), 1) / self.accumulate
+        self.lr_scale = min(max(round(hyp["nbs"] / total_batch), 1) / self.accumulate, MAX_LR_SCALE)
         total = epochs * iters_per_epoch
         self.warmup_iters = int(min(round(hyp["warmup_epochs"] * iters_per_epoch), total * WARMUP_FRACTION))
 
