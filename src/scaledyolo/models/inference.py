@@ -13,8 +13,9 @@ What it does, and why each step pays on a CPU (measured in `benchmarks/README.md
   ("pre-packed"), instead of on every call, and leaky/ReLU/SiLU/sigmoid are fused into the
   convolution as oneDNN post-ops;
 - Mish, which PyTorch computes with tanh and softplus at a fraction of memory speed, is computed
-  as ``x * a / (2 - a)`` with ``a = s * (2 - s)`` and ``s = sigmoid(x)`` (the same function:
-  ``tanh(softplus(x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1)``), in place, about 4x faster;
+  as ``x * b / (1 - b)`` with ``b = s - s^2 / 2`` and ``s = sigmoid(x)`` (the same function:
+  ``tanh(softplus(x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1) = s (2 - s) / (1 + (1 - s)^2)``),
+  in four passes, about 5x faster;
 - freed activation memory stays in the process for the next call (glibc's `mallopt`, Linux only):
   by default glibc gives every large block back to the OS on free, and the kernel then zero-fills
   fresh pages for each activation of every call, 20% of the CPU time of yolov4-csp at 512;
@@ -46,9 +47,9 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 def fast_mish(x: torch.Tensor) -> torch.Tensor:
     """Mish, overwriting `x` (a fresh activation the caller owns) and returning it."""
-    a = torch.sigmoid(x)
-    a.mul_(2 - a)
-    return x.mul_(a).div_(torch.rsub(a, 2))
+    b = torch.sigmoid(x)
+    b.addcmul_(b, b, value=-0.5)  # b = s - s^2 / 2, and tanh(softplus(x)) = b / (1 - b)
+    return x.mul_(b.div_(torch.rsub(b, 1)))
 
 
 def _post_op(act: nn.Module) -> tuple[str, list[float]]:
