@@ -11,6 +11,7 @@ that do fewer multiplications than a GEMM would (Winograd).
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -133,8 +134,7 @@ def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device:
     device = select_device(device)
     if threads:
         torch.set_num_threads(threads)
-    if not isinstance(model, YOLO):
-        model = resolve_model(str(model))
+    model = copy.deepcopy(model) if isinstance(model, YOLO) else resolve_model(str(model))
     model = model.cpu().float().eval()
     if subnet:
         model = model.subnet(subnet)
