@@ -17,17 +17,17 @@ import cv2
 
 from scaledyolo.runs import increment_path
 
-IMG = 192
-EPOCHS = 12
+IMG = 128
+EPOCHS = 18
 BATCH = 16
-N_TRAIN = 300
+N_TRAIN = 256
 N_VAL = 60
 N_PICTURES = 8
 HYP = {"lr0": 0.01, "lrf": 0.1, "nbs": BATCH, "warmup_epochs": 1.0, "translate": 0.1, "mixup": 0.0}
 
 
 def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, epochs: int = EPOCHS,
-         batch: int = BATCH, n_train: int = N_TRAIN, n_val: int = N_VAL, device: str = "cpu", workers: int = 1,
+         batch: int = BATCH, n_train: int = N_TRAIN, n_val: int = N_VAL, device: str = "cpu", workers: int = 0,
          seed: int = 0) -> dict[str, Any]:
     """Generate data, train yolov4-tiny, validate, draw detections; returns the figures and paths."""
     from scaledyolo.data.dataset import load_data_config
