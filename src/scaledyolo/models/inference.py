@@ -104,16 +104,15 @@ class FastConv(nn.Module):
         self.attr, self.scalars = attr, scalars
         self.act = nn.Identity() if self.mish or (packed and attr != "none") else act
         weight = conv.weight.detach().to(dtype)
-        bias = conv.bias.detach().to(dtype) if conv.bias is not None else None
+        self.bias = nn.Parameter(conv.bias.detach().to(dtype), requires_grad=False) if conv.bias is not None else None
         self.packed = packed
         if packed:
             shape = list(input_shape) if input_shape is not None else [1, conv.in_channels, 64, 64]
-            weight = torch.ops.mkldnn._reorder_convolution_weight(
+            # a oneDNN-layout tensor cannot be a Parameter; it is derived data, kept as a plain attribute
+            self.weight = torch.ops.mkldnn._reorder_convolution_weight(
                 weight, self.padding, self.stride, self.dilation, self.groups, shape)
-            self.weight, self.bias = weight, bias  # oneDNN-layout tensors are not state, keep them plain
         else:
             self.weight = nn.Parameter(weight, requires_grad=False)
-            self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed:
