@@ -286,6 +286,8 @@ def test_bad_arguments_are_user_errors(data_yaml: Path, tmp_path: Path) -> None:
         train("yolov9-huge", str(data_yaml), project=tmp_path)
     with pytest.raises(UserError, match="nothing to resume"):
         train(resume=tmp_path / "nope")
+    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+        train("yolov4-tiny", str(data_yaml), device="0,1", project=tmp_path)
     with pytest.raises(UserError, match="no GPU"):
         train("yolov4-tiny", str(data_yaml), device="0" if not torch.cuda.is_available() else "99",
               project=tmp_path)
@@ -303,3 +305,28 @@ def test_torchrun_two_process_gloo(data_yaml: Path, tmp_path: Path) -> None:
     assert (run / "weights" / "last.pt").is_file() and not (tmp_path / "ddp2").exists()
     assert [r["epoch"] for r in _rows(run)] == ["0"]
     assert read_checkpoint(run / "weights" / "last.pt")["extra"]["args"]["batch"] == 4
+
+
+def test_kill_9_then_resume_finishes_every_epoch(data_yaml: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "scaledyolo", "train", "--model", "yolov4-tiny", "--data", str(data_yaml),
+           "--img", "64", "--epochs", "6", "--batch", "4", "--device", "cpu", "--project", str(tmp_path),
+           "--name", "k", "--workers", "0", "--noautoanchor"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "k" / "results.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = read_checkpoint(tmp_path / "k" / "weights" / "last.pt")["epoch"]
+    assert done in (1, 2)  # the last complete epoch, whatever moment the kill hit
+    assert train(resume=tmp_path / "k", workers=0) == tmp_path / "k"
+    assert [r["epoch"] for r in _rows(tmp_path / "k")] == [str(e) for e in range(6)]
+    assert (tmp_path / "k" / "weights" / "best.pt").is_file()
+    assert not list((tmp_path / "k" / "weights").glob(".*.tmp"))

@@ -210,6 +210,8 @@ def _resume_state(resume: str | Path, overrides: dict[str, Any]) -> tuple[dict[s
     if ckpt["epoch"] + 1 >= args["epochs"]:
         raise UserError(f"this run already finished all {args['epochs']} epochs; "
                         "train further with --weights on a new run", ckpt_path)
+    for stale in ckpt_path.parent.glob(".*.tmp"):  # half-written checkpoints of the interrupted run
+        stale.unlink(missing_ok=True)
     return ckpt, args, ckpt_path.parent.parent
 
 
@@ -265,6 +267,10 @@ class _Trainer:
 
         self.args, self.rank, self.world = args, rank, world
         self.main = rank in (-1, 0)
+        if world == 1 and "," in str(args["device"] or ""):
+            n = len(str(args["device"]).split(","))
+            raise UserError(f"--device {args['device']}: several GPUs train through torchrun, one process each: "
+                            f"torchrun --nproc_per_node {n} -m scaledyolo train ... --device {args['device']}")
         self.device = select_device(args["device"])
         if world > 1 and self.device.type == "cuda" and str(args["device"] or "").strip() in ("", "cuda"):
             self.device = torch.device("cuda", local_rank)  # one GPU per process
