@@ -298,12 +298,13 @@ class InferenceModel(nn.Module):
 
 def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", precision: str = "fp32",
                           img_size: int | tuple[int, int] | None = None, compile: bool = False,
-                          channels_last: bool = True) -> InferenceModel:
+                          channels_last: bool = True, reuse_memory: bool = True) -> InferenceModel:
     """A fast, eval-only copy of `model` (the original is left untouched); call it on image batches.
 
     `img_size` is the size the model will mostly see (default: the member's native size); it picks
     oneDNN's weight layout and, with `compile`, the size compiled for; other sizes still work.
     `precision`: "fp32" (exact, the default), "bf16" (CPU/GPU) or "fp16" (GPU only).
+    `reuse_memory`: on the CPU, call `keep_freed_memory()` (process-wide; see there).
     """
     from scaledyolo.errors import UserError
 
@@ -314,7 +315,7 @@ def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", preci
     if dtype == torch.float16 and device.type == "cpu":
         raise UserError("fp16 inference needs a GPU; on CPU use --precision bf16 or fp32")
     img_size = img_size or model.spec.img_size
-    if device.type == "cpu":
+    if device.type == "cpu" and reuse_memory:
         keep_freed_memory()
     fast = copy.deepcopy(model).cpu().float().eval()
     for p in fast.parameters():
