@@ -20,6 +20,8 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     text = "" if device is None else str(device).strip().lower()
     if text == "cpu":
         return torch.device("cpu")
+    if text.startswith("cuda:") and text[5:].isdigit():
+        text = text[5:]
     if text in ("", "cuda") or text.replace(",", "").isdigit():
         if not torch.cuda.is_available():
             if text == "":

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from scaledyolo.devices import select_device
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
@@ -205,22 +206,6 @@ def _ratio_pad(ratio_pad: Any) -> tuple[tuple[float, float], tuple[float, float]
     ratio, pad = ratio_pad
     ratio = tuple(ratio) if isinstance(ratio, (tuple, list)) else (ratio, ratio)
     return (float(ratio[0]), float(ratio[1])), (float(pad[0]), float(pad[1]))
-
-
-def select_device(device: str | None = None) -> torch.device:
-    """'' / None -> the first GPU when there is one, else the CPU; '0' -> cuda:0; 'cpu', 'cuda:1' as given."""
-    text = (device or "").strip().lower()
-    if not text:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if text.isdigit():
-        text = f"cuda:{text}"
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r} (use cpu, 0, cuda:0, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def load_for_val(weights: str, names: Sequence[str], device: torch.device) -> torch.nn.Module:

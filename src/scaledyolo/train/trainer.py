@@ -33,7 +33,7 @@ from tqdm import tqdm
 from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.hyp import load_hyp
-from scaledyolo.models.spec import MEMBERS, ModelSpec
+from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 from scaledyolo.runs import increment_path
 from scaledyolo.train.checkpoint import read_checkpoint, save_checkpoint
@@ -60,14 +60,6 @@ def _log(message: str, rank: int = 0) -> None:
 def fitness(metrics: dict[str, float]) -> float:
     """The checkpoint-selection score: 0.1 mAP50 + 0.9 mAP50-95."""
     return 0.1 * float(metrics.get("map50", 0.0)) + 0.9 * float(metrics.get("map", 0.0))
-
-
-def check_img_size(img: int, stride: int) -> int:
-    """`img` rounded up to a multiple of the model's largest stride (with a warning when changed)."""
-    new = int(math.ceil(img / stride) * stride)
-    if new != img:
-        warnings.warn(f"--img {img} is not a multiple of the max stride {stride}; using {new}", stacklevel=2)
-    return new
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -289,7 +281,7 @@ class _Trainer:
             self.model.load_state_dict(ckpt["state_dict"])
         self.model.names = self.names
         self.gs = self.model.spec.max_stride
-        self.img = check_img_size(args["img"], self.gs)
+        self.img = round_img_size(args["img"], self.gs)
         self._freeze(args["freeze"])
 
         self.batch_per_rank = max(args["batch"] // world, 1)
@@ -299,9 +291,7 @@ class _Trainer:
         if self.main and args["val"]:
             self.val_loader, self.val_dataset = create_dataloader(
                 self.data_cfg, "val", self.img, self.batch_per_rank * 2, hyp=self.hyp, augment=False, rect=True,
-                workers=args["workers"], shuffle=False, stride=self.gs)
-            if world > 1:  # rank 0 validates on the whole split, not on its DDP shard
-                self.val_loader.sampler.base = None
+                workers=args["workers"], shuffle=False, stride=self.gs, distributed=False)  # rank 0: whole split
 
         if ckpt is None and self.main and not args["noautoanchor"]:
             from scaledyolo.data.anchors import check_anchors
