@@ -67,5 +67,5 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
     print(f"  training    {train_dir}  (results.csv, results.png, train_batch*.jpg)")
     print(f"  weights     {best}")
     print(f"  detections  {pictures}  ({len(held_out)} pictures)")
-    print(f"try: scaledyolo predict {best} --source {dataset.image_files[0]}")
+    print(f"try: scaledyolo predict --weights {best} --source {dataset.image_files[0]}")
     return summary
