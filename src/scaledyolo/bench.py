@@ -4,9 +4,9 @@
 and batch: a few warm-up calls, then the median of repeated calls. Next to latency and images/s it
 reports the model's GFLOPs at that size, the GFLOP/s achieved, and that figure as a fraction of the
 machine's peak, measured in the same run as the best of two matrix multiplications of the same dtype
-(`torch.mm`, and a 1x1 convolution, which on x86 goes through oneDNN: MKL's GEMM is not the fastest
-path on every CPU). A fraction above 1 is possible for models whose convolutions use algorithms
-that do fewer multiplications than a GEMM would (Winograd).
+(`torch.mm`, and oneDNN's matmul with pre-packed weights: MKL's GEMM is not the fastest path on
+every CPU). A fraction above 1 is possible for convolution algorithms that do fewer
+multiplications than a GEMM would (Winograd).
 """
 
 from __future__ import annotations
@@ -50,18 +50,24 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int, device: torch.devi
     return times
 
 
-def measure_peak(dtype: torch.dtype, device: torch.device, n: int = 1536, runs: int = 8) -> dict[str, float]:
-    """Best GFLOP/s of an n x n x n matrix multiplication in `dtype`: torch.mm and as a 1x1 convolution."""
+def measure_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, runs: int = 5) -> dict[str, float | None]:
+    """Best GFLOP/s of an n x n x n matrix multiplication in `dtype`: torch.mm, and on x86 CPUs
+    oneDNN's matmul with pre-packed weights (MKL's GEMM runs a slow path on some CPUs: on the AMD
+    machine of benchmarks/README.md it reaches less than half of what oneDNN does)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     flops = 2.0 * n ** 3
     mm = flops / min(time_calls(lambda: torch.mm(a, b), runs, 2, device)) / 1e9
-    # The same product as a 1x1 convolution over an (n/32 x 32) "image" of n channels, channels_last.
-    x = a.t().reshape(1, n, n // 32, 32).contiguous(memory_format=torch.channels_last)
-    w = b.t().reshape(n, n, 1, 1)
-    with torch.inference_mode():
-        conv = flops / min(time_calls(lambda: torch.nn.functional.conv2d(x, w), runs, 2, device)) / 1e9
-    return {"peak_gflops_s": max(mm, conv), "mm_gflops_s": mm, "conv1x1_gflops_s": conv}
+    onednn = None
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
+            with torch.inference_mode():
+                onednn = flops / min(time_calls(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [],
+                                                                                          ""), runs, 2, device)) / 1e9
+        except RuntimeError:  # a dtype this CPU's oneDNN cannot run
+            onednn = None
+    return {"peak_gflops_s": max(mm, onednn or 0.0), "mm_gflops_s": mm, "onednn_matmul_gflops_s": onednn}
 
 
 def _precision(device: torch.device, precision: str | None, half: bool) -> str:
@@ -182,6 +188,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"latency     {r['latency_ms']:.2f} ms per batch (median of {r['runs']}; min {r['latency_min_ms']:.2f})",
         f"throughput  {r['fps']:.1f} images/s",
         f"compute     {r['gflops']:.2f} GFLOPs per image -> {r['achieved_gflops_s']:.1f} GFLOP/s achieved",
-        f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul, measured now: torch.mm "
-        f"{r['mm_gflops_s']:.1f}, 1x1 conv {r['conv1x1_gflops_s']:.1f}) -> {100 * r['peak_fraction']:.0f}% of peak",
+        f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul measured now: torch.mm "
+        f"{r['mm_gflops_s']:.1f}" + (f", oneDNN {r['onednn_matmul_gflops_s']:.1f}" if r["onednn_matmul_gflops_s"] else "")
+        + f") -> {100 * r['peak_fraction']:.0f}% of peak",
     ])
