@@ -12,7 +12,9 @@ trivially), then loads the same cfg + weights three ways:
 - ONNX Runtime: our ONNX export of the same model, CPU provider, all graph optimisations.
 
 The engines run interleaved: each round runs every engine `reps` times, starting with a different
-engine each round, so a burst of load from other processes hits all of them alike. The table gives
+engine each round, so a burst of load from other processes hits all of them alike; a short idle
+(`--pause`) before each engine's turn lets the previous engine's pool threads (OpenCV's and ONNX
+Runtime's spin after work) go to sleep first. The table gives
 the median over all timed calls and the ratio to OpenCV's median (and the minimum, the least
 disturbed call). Before timing, it checks that OpenCV and we compute the same boxes.
 """
@@ -95,7 +97,8 @@ def onnx_session(model: scaledyolo.models.YOLO, size: int, threads: int, workdir
     return lambda blob: session.run(None, {"images": blob})
 
 
-def interleaved(engines: dict[str, Callable[[], Any]], rounds: int, reps: int) -> dict[str, list[float]]:
+def interleaved(engines: dict[str, Callable[[], Any]], rounds: int, reps: int,
+                pause: float = 0.0) -> dict[str, list[float]]:
     """Milliseconds per call of each engine, rounds x reps calls each, engines interleaved."""
     names = list(engines)
     for fn in engines.values():  # warm-up (oneDNN primitive creation, ORT arena, OpenCV allocations)
@@ -105,6 +108,7 @@ def interleaved(engines: dict[str, Callable[[], Any]], rounds: int, reps: int) -
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            time.sleep(pause)  # let the previous engine's pool threads stop spinning
             for _ in range(reps):
                 t0 = time.perf_counter()
                 engines[name]()
@@ -112,7 +116,7 @@ def interleaved(engines: dict[str, Callable[[], Any]], rounds: int, reps: int) -
     return times
 
 
-def run_case(key: str, rounds: int, reps: int, threads: int, workdir: Path) -> dict[str, Any]:
+def run_case(key: str, rounds: int, reps: int, threads: int, workdir: Path, pause: float = 0.0) -> dict[str, Any]:
     name, size = CASES[key]
     cfg = CFG_DIR / f"{name}.cfg"
     weights = random_darknet_weights(cfg, workdir / f"{name}.weights")
@@ -130,7 +134,7 @@ def run_case(key: str, rounds: int, reps: int, threads: int, workdir: Path) -> d
 
     box_diff = check_same_boxes(model, fast(x), opencv(), size)
     times = interleaved({"ours": lambda: fast(x), "opencv": opencv, "onnxruntime": lambda: ort_run(blob)},
-                        rounds, reps)
+                        rounds, reps, pause)
     cv_med, cv_min = statistics.median(times["opencv"]), min(times["opencv"])
     rows = {k: {"median_ms": statistics.median(v), "min_ms": min(v),
                 "ratio_median": statistics.median(v) / cv_med, "ratio_min": min(v) / cv_min, "calls": len(v)}
@@ -173,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed calls per engine per round")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--pause", type=float, default=0.2,
+                        help="seconds of idle before each engine's calls (lets other pools' threads stop spinning)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     cond = conditions(args.threads)
     with tempfile.TemporaryDirectory(prefix="compare-cpu-") as tmp:
-        results = [run_case(k, args.rounds, args.reps, args.threads, Path(tmp)) for k in args.models]
+        results = [run_case(k, args.rounds, args.reps, args.threads, Path(tmp), args.pause) for k in args.models]
     cond["loadavg_after"] = os.getloadavg()
     if args.json:
         print(json.dumps({"conditions": cond, "results": results}, indent=2))
