@@ -462,6 +462,7 @@ def test_synthetic_dataset_is_deterministic_and_sized(tmp_path):
     assert len(la) == 6 and len(list((tmp_path / "a" / "images" / "val").glob("*.jpg"))) == 3
     for f in la:
         assert f.read_text() == (tmp_path / "b" / "labels" / "train" / f.name).read_text()
+    assert b.read_text() == a.read_text() and oct(b.stat().st_mode & 0o777) == oct(0o644)
     ds = YoloDataset(cfg, "train", img_size=128)
     assert not ds.problems and all(len(lab) >= 1 for lab in ds.labels)
     sides = np.concatenate([np.maximum(lab[:, 3] * w, lab[:, 4] * h) / min(h, w) for lab, (h, w) in zip(ds.labels, ds.shapes)])
@@ -469,7 +470,7 @@ def test_synthetic_dataset_is_deterministic_and_sized(tmp_path):
 
 
 def test_txt_list_split_and_missing_listed_files(tmp_path, raccoon_truth):
-    yml = make_yolo(tmp_path, raccoon_truth)
+    make_yolo(tmp_path, raccoon_truth)
     names = sorted(raccoon_truth)
     (tmp_path / "train.txt").write_text("".join(f"./images/train/{n}\n" for n in names[:4]) + "images/train/gone.jpg\n")
     (tmp_path / "list.yaml").write_text(yaml.safe_dump({"train": "train.txt", "val": ["images/val"],

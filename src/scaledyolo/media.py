@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +20,7 @@ import numpy as np
 
 from scaledyolo.data.checks import ImageError, decode_image
 from scaledyolo.errors import UserError
+from scaledyolo.files import atomic_path, atomic_write_bytes
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
@@ -182,21 +183,8 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     if not ok:
         path = path.with_suffix(".jpg")
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    write_bytes_atomic(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
     return path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class VideoWriter:
@@ -204,21 +192,24 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
+        self._target = ExitStack()  # holds the open `atomic_path` from the first frame until `close()`
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = rgb.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self.writer.isOpened():
-                raise UserError("OpenCV cannot write mp4v video here", self.path)
+            with ExitStack() as stack:  # on an error here the temporary file is removed at once
+                tmp = stack.enter_context(atomic_path(self.path, suffix=self.path.suffix))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                if not writer.isOpened():
+                    raise UserError("OpenCV cannot write mp4v video here", self.path)
+                self._target = stack.pop_all()
+            self.writer = writer
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-            os.replace(self.tmp, self.path)
+            self._target.close()

@@ -9,7 +9,6 @@ command (annotated pictures and videos, labels, JSON, a timing summary).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from tqdm import tqdm
 
 from scaledyolo.data.augment import letterbox
 from scaledyolo.errors import UserError
-from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_bytes_atomic, write_image
+from scaledyolo.files import atomic_write_text, write_json
+from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
 
@@ -99,7 +99,7 @@ class Results:
             cx, cy, bw, bh = (b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h, (b[2] - b[0]) / w, (b[3] - b[1]) / h
             lines.append(f"{int(c)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}" + (f" {s:.5f}" if save_conf else ""))
         path = Path(path)
-        write_bytes_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
+        atomic_write_text(path, "\n".join(lines) + "\n" if lines else "")
         return path
 
 
@@ -359,7 +359,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
     if n_images == 0:
         raise UserError("no readable pictures to detect on", source)
     if save_json:
-        write_bytes_atomic(Path(save_json), json.dumps(records, indent=1).encode())
+        write_json(save_json, records, indent=1)
     return {
         "images": n_images,
         "objects": n_objects,

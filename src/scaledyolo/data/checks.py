@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from scaledyolo.data import formats
 from scaledyolo.data.dataset import DataConfig, SplitSpec
 from scaledyolo.errors import UserError
+from scaledyolo.files import atomic_write_text
 
 LOGGER = logging.getLogger("scaledyolo.data")
 CACHE_VERSION = 1
@@ -227,22 +227,12 @@ def cache_paths(spec: SplitSpec, samples: list[formats.Sample]) -> list[Path]:
 
 
 def _write_atomic(path: Path, text: str) -> bool:
+    """Write the cache; False (and nothing left behind) where the folder is not writable after all."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the labels
-        os.replace(tmp, path)
-        return True
+        atomic_write_text(path, text)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
         return False
+    return True
 
 
 def _load_cache(paths: list[Path], key: str) -> tuple[dict[str, Any], Path] | None:

@@ -3,8 +3,6 @@ of one augmented training batch."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from scaledyolo.data.checks import scan_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.errors import UserError
+from scaledyolo.files import atomic_write_bytes
 from scaledyolo.models.spec import get_spec
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
@@ -120,17 +119,12 @@ def draw_batch(imgs: np.ndarray, targets: np.ndarray, names: list[str], cols: in
 
 
 def write_image_atomic(path: str | Path, img: np.ndarray) -> Path:
-    """Encode by the file's suffix and write via a temp file + rename."""
+    """Encode by the file's suffix and write it atomically."""
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix or ".png", img)
     if not ok:
         raise UserError(f"cannot write a picture with suffix {path.suffix!r} (use .png or .jpg)", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buf.tobytes())
 
 
 def write_preview(data_yaml: str | Path, file: str | Path, img_size: int = 320, batch_size: int = 4,

@@ -8,13 +8,13 @@ overlapping little. Generation is deterministic for a seed and takes millisecond
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
+
+from scaledyolo.files import atomic_write_text
 
 NAMES = ["circle", "square", "triangle", "star"]
 COLOURS_BGR = [(40, 40, 220), (220, 90, 30), (40, 190, 40), (20, 210, 240)]  # red, blue, green, yellow
@@ -89,13 +89,6 @@ def make_image(rng: np.random.Generator, h: int, w: int, max_objects: int = 4,
     return img, np.array(labels, dtype=np.float64).reshape(-1, 5)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def make_synthetic_dataset(root: str | Path, n_train: int = 64, n_val: int = 16, img_size: int = 256,
                            seed: int = 0) -> Path:
     """Write `root/images/{train,val}/*.jpg`, `root/labels/{train,val}/*.txt` and `root/data.yaml`.
@@ -118,5 +111,5 @@ def make_synthetic_dataset(root: str | Path, n_train: int = 64, n_val: int = 16,
             (lab_dir / f"{stem}.txt").write_text(lines)
     data = {"path": ".", "train": "images/train", "val": "images/val", "names": list(NAMES)}
     out = root / "data.yaml"
-    _write_text_atomic(out, yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
     return out

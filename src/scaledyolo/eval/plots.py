@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from scaledyolo.eval.files import atomic_write_bytes
+from scaledyolo.files import atomic_write_bytes
 
 
 def _pyplot() -> Any:

@@ -21,8 +21,8 @@ from scaledyolo.devices import select_device
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
-from scaledyolo.eval.files import write_json
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
+from scaledyolo.files import write_json
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
 from scaledyolo.ops.nms import non_max_suppression
 

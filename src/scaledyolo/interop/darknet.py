@@ -14,10 +14,8 @@ map, so that conv becomes linear here and the sigmoid moves into `Detect.decode`
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from scaledyolo.errors import UserError
+from scaledyolo.files import atomic_write_bytes, atomic_write_text
 from scaledyolo.models.graph import GraphBuilder
 from scaledyolo.models.layers import Concat, Conv, Identity, MaxPool, Shortcut, Upsample
 from scaledyolo.models.spec import ModelSpec, get_spec
@@ -464,23 +463,9 @@ def weights_bytes(model: "YOLO", header: tuple[int, int, int, int] | None = None
     return b"".join(parts)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: "YOLO", path: str | Path, header: tuple[int, int, int, int] | None = None) -> None:
     """Write the model's darknet `.weights` atomically."""
-    _atomic_write(Path(path), weights_bytes(model, header))
+    atomic_write_bytes(path, weights_bytes(model, header))
 
 
 # --------------------------------------------------------------------------- cfg writer
@@ -581,6 +566,6 @@ def export_darknet(model: "YOLO", output: str | Path) -> tuple[Path, Path]:
     text = cfg_text(model)
     data = weights_bytes(model)
     cfg_path, weights_path = output / f"{model.spec.name}.cfg", output / f"{model.spec.name}.weights"
-    _atomic_write(cfg_path, text.encode())
-    _atomic_write(weights_path, data)
+    atomic_write_text(cfg_path, text)
+    atomic_write_bytes(weights_path, data)
     return cfg_path, weights_path

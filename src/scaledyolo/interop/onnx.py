@@ -8,8 +8,6 @@ outside, as in `scaledyolo.ops.nms`, so any runtime can use it. BatchNorm is fol
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from scaledyolo.errors import RunError, UserError
+from scaledyolo.files import atomic_path
 
 if TYPE_CHECKING:
     from scaledyolo.models.yolo import YOLO
@@ -39,13 +38,6 @@ def _check_size(model: "YOLO", img: int) -> None:
         raise UserError(f"--img {img} must be a positive multiple of the model's max stride {stride}")
 
 
-def _temp_beside(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(model: "YOLO", output: str | Path, img: int = 640, dynamic: bool = False, half: bool = False,
                 batch: int = 1, opset: int = OPSET) -> Path:
     """Write an ONNX model (input `images`, output `output`); `dynamic` makes batch, height and width free."""
@@ -56,20 +48,17 @@ def export_onnx(model: "YOLO", output: str | Path, img: int = 640, dynamic: bool
     export = _prepared(model, half)
     x = torch.zeros(batch, 3, img, img, dtype=torch.float16 if half else torch.float32)
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 1: "anchors"}} if dynamic else None
-    tmp = _temp_beside(output)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(export, (x,), str(tmp), input_names=["images"], output_names=["output"],
-                              opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
-        _check_onnx(tmp)
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(export, (x,), str(tmp), input_names=["images"], output_names=["output"],
+                                  opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+            _check_onnx(tmp)
     except UserError:
         raise
     except Exception as exc:  # the exporter raises many types; report one line
         raise RunError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}", output) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return output
 
 
@@ -87,13 +76,9 @@ def export_torchscript(model: "YOLO", output: str | Path, img: int = 640, half: 
     _check_size(model, img)
     export = _prepared(model, half)
     x = torch.zeros(1, 3, img, img, dtype=torch.float16 if half else torch.float32)
-    tmp = _temp_beside(output)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.freeze(torch.jit.trace(export, (x,), check_trace=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.freeze(torch.jit.trace(export, (x,), check_trace=False))
+    with atomic_path(output) as tmp:
         traced.save(str(tmp))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output

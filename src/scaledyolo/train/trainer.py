@@ -15,7 +15,6 @@ import csv
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
+from scaledyolo.files import atomic_path, atomic_write_text
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
@@ -110,22 +110,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite results.csv from all rows so far (temp file + rename: never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_KEYS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_KEYS})
-    os.replace(tmp, path)
-
-
-def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- models and weights
@@ -391,8 +380,8 @@ class _Trainer:
         args = self.args
         if self.main:
             self.wdir.mkdir(parents=True, exist_ok=True)
-            write_yaml_atomic(self.run_dir / "args.yaml", {k: v for k, v in args.items()})
-            write_yaml_atomic(self.run_dir / "hyp.yaml", self.hyp)
+            atomic_write_text(self.run_dir / "args.yaml", yaml.safe_dump(dict(args), sort_keys=False))
+            atomic_write_text(self.run_dir / "hyp.yaml", yaml.safe_dump(self.hyp, sort_keys=False))
             self.writer = _tensorboard(self.run_dir)
             _log(f"training {self.model_name} on {len(self.dataset)} images ({self.nb} batches of "
                  f"{self.batch_per_rank} x {self.world} process(es)), img {self.img}, {args['epochs']} epochs, "
