@@ -1,7 +1,7 @@
 """The fast inference path: the same function as the eval-mode model, rebuilt for speed.
 
 `prepare_for_inference(model, ...)` returns an `InferenceModel` whose output equals
-`model.eval()(x)` (to float rounding) and which `predict`, `val` and `bench` call by default.
+`model.eval()(x)` (to float rounding); `scaledyolo predict` and `scaledyolo bench` run it by default.
 What it does, and why each step pays on a CPU (measured in `benchmarks/README.md`):
 
 - every BatchNorm is folded into the convolution before it; in the large members' CSP blocks the
