@@ -70,6 +70,21 @@ def test_fast_path_other_sizes_and_layouts() -> None:
         assert _rel_err(fast(x), ref) < 1e-4
 
 
+def test_falls_back_to_plain_convs_when_onednn_cannot_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise RuntimeError("not supported on this CPU")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_convolution_weight", refuse)
+    model = _randomized("yolov4-tiny", seed=3)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    fast = prepare_for_inference(model, img_size=64)
+    convs = [m for m in fast.modules() if isinstance(m, FastConv)]
+    assert convs and not any(c.packed for c in convs)
+    assert _rel_err(fast(x), ref) < 1e-4
+
+
 def test_bf16_path_is_close() -> None:
     model = _randomized("yolov4-tiny", seed=2)
     x = torch.rand(1, 3, 96, 96)

@@ -100,19 +100,21 @@ class FastConv(nn.Module):
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.mish = isinstance(act, nn.Mish)
-        attr, scalars = _post_op(act)
-        self.attr, self.scalars = attr, scalars
-        self.act = nn.Identity() if self.mish or (packed and attr != "none") else act
+        self.attr, self.scalars = _post_op(act)
         weight = conv.weight.detach().to(dtype)
         self.bias = nn.Parameter(conv.bias.detach().to(dtype), requires_grad=False) if conv.bias is not None else None
-        self.packed = packed
+        self.packed = False
         if packed:
             shape = list(input_shape) if input_shape is not None else [1, conv.in_channels, 64, 64]
-            # a oneDNN-layout tensor cannot be a Parameter; it is derived data, kept as a plain attribute
-            self.weight = torch.ops.mkldnn._reorder_convolution_weight(
-                weight, self.padding, self.stride, self.dilation, self.groups, shape)
-        else:
+            try:  # a oneDNN-layout tensor cannot be a Parameter; it is derived data, kept as a plain attribute
+                self.weight = torch.ops.mkldnn._reorder_convolution_weight(
+                    weight, self.padding, self.stride, self.dilation, self.groups, shape)
+                self.packed = True
+            except RuntimeError:  # this CPU's oneDNN cannot run the dtype (e.g. bf16 without AVX-512): plain conv
+                pass
+        if not self.packed:
             self.weight = nn.Parameter(weight, requires_grad=False)
+        self.act = nn.Identity() if self.mish or (self.packed and self.attr != "none") else act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed:
