@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=4, help="timed steps per variant")
     parser.add_argument("--loader-batches", type=int, default=6, help="batches to time the loader on")
     args = parser.parse_args(argv)
-    print(f"{args.model} @ {args.img}, batch {args.batch}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{args.model} @ {args.img}, batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
     for channels_last, bf16 in ((False, False), (True, False), (True, True)):
         rate = step_rate(args.model, args.img, args.batch, args.iters, channels_last, bf16)
         print(f"train step ({'channels_last' if channels_last else 'NCHW'}, {'bf16 autocast' if bf16 else 'fp32'}): "

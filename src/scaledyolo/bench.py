@@ -182,6 +182,7 @@ def _device_name(device: torch.device) -> str:
 def format_result(r: dict[str, Any]) -> str:
     """The human-readable summary `scaledyolo bench` prints."""
     sub = f" subnet {r['subnet']}" if r["subnet"] else ""
+    onednn = f", oneDNN {r['onednn_matmul_gflops_s']:.1f}" if r["onednn_matmul_gflops_s"] else ""
     return "\n".join([
         f"{r['model']}{sub} @ {r['img']}x{r['img']}, batch {r['batch']}, {r['device']} ({r['device_name']}), "
         f"{r['threads']} threads, {r['path']}",
@@ -189,6 +190,5 @@ def format_result(r: dict[str, Any]) -> str:
         f"throughput  {r['fps']:.1f} images/s",
         f"compute     {r['gflops']:.2f} GFLOPs per image -> {r['achieved_gflops_s']:.1f} GFLOP/s achieved",
         f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul measured now: torch.mm "
-        f"{r['mm_gflops_s']:.1f}" + (f", oneDNN {r['onednn_matmul_gflops_s']:.1f}" if r["onednn_matmul_gflops_s"] else "")
-        + f") -> {100 * r['peak_fraction']:.0f}% of peak",
+        f"{r['mm_gflops_s']:.1f}{onednn}) -> {100 * r['peak_fraction']:.0f}% of peak",
     ])

@@ -244,7 +244,7 @@ def _conv_input_shapes(model: YOLO, img_size: int | tuple[int, int]) -> dict[int
     shapes: dict[int, torch.Size] = {}
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        b, c, sh, sw = inputs[0].shape
+        _, c, sh, sw = inputs[0].shape
         shapes[id(module)] = torch.Size((1, c, max(1, sh * h // small), max(1, sw * w // small)))
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
