@@ -63,8 +63,8 @@ class Results:
             raise ValueError("these results keep no picture; pass img= to plot on")
         canvas = np.ascontiguousarray(canvas).copy()
         h, w = canvas.shape[:2]
-        lw = line_width or max(round((h + w) / 2 * 0.003), 2)
-        font_scale = lw / 3
+        lw = line_width or max(round((h + w) / 2 * 0.003), 1)
+        font_scale = max(lw / 3, 0.3)  # legible yet small on thumbnails
         for box, score, cls in zip(self.boxes, self.scores, self.classes):
             color = PALETTE[int(cls) % len(PALETTE)]
             p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
@@ -74,11 +74,12 @@ class Results:
             text = f"{self.class_name(int(cls))} {score:.2f}"
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(lw - 1, 1))
             above = p1[1] - th - 3 >= 0
-            q1 = (p1[0], p1[1] - th - 3 if above else p1[1])
-            q2 = (p1[0] + tw, p1[1] if above else p1[1] + th + 3)
+            x = max(min(p1[0], w - tw), 0)  # keep the label inside the picture
+            q1 = (x, p1[1] - th - 3 if above else p1[1])
+            q2 = (x + tw, p1[1] if above else p1[1] + th + 3)
             cv2.rectangle(canvas, q1, q2, color, -1, cv2.LINE_AA)
             text_color = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)
-            cv2.putText(canvas, text, (p1[0], q2[1] - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
+            cv2.putText(canvas, text, (x, q2[1] - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
                         max(lw - 1, 1), cv2.LINE_AA)
         return canvas
 
