@@ -18,9 +18,10 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from scaledyolo import drawing
 from scaledyolo.data.checks import ImageError, decode_image
 from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_path, atomic_write_bytes
+from scaledyolo.files import atomic_path
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
@@ -172,19 +173,12 @@ def count_frames(items: list[Any]) -> int | None:
 
 
 def write_image(path: Path, rgb: np.ndarray) -> Path:
-    """Encode an RGB picture by the file's suffix (JPEG when OpenCV cannot write it) and write it atomically."""
+    """Write an RGB picture atomically, encoded by the file's suffix, or as JPEG (suffix changed to .jpg)
+    when OpenCV cannot write that suffix: annotated copies keep their source's name where they can."""
     path = Path(path)
-    ok, buf = False, None
-    if path.suffix:
-        try:
-            ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        except cv2.error:
-            ok = False
-    if not ok:
+    if not path.suffix or not cv2.haveImageWriter(path.name):
         path = path.with_suffix(".jpg")
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    atomic_write_bytes(path, buf.tobytes())
-    return path
+    return drawing.write_image(path, rgb)
 
 
 class VideoWriter:

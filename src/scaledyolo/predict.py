@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from scaledyolo.data.augment import letterbox
+from scaledyolo.drawing import draw_boxes
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_write_text, write_json
 from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
@@ -28,10 +28,6 @@ from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
 
 STAGES = ("preprocess", "model", "nms", "drawing")
-PALETTE = [(255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 178, 29), (207, 210, 49),
-           (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168),
-           (0, 194, 255), (52, 69, 147), (100, 115, 255), (0, 24, 236), (132, 56, 255), (82, 0, 133),
-           (203, 56, 255), (255, 149, 200), (255, 55, 199)]
 
 
 @dataclass
@@ -61,27 +57,7 @@ class Results:
         canvas = (self.orig_img if img is None else img)
         if canvas is None:
             raise ValueError("these results keep no picture; pass img= to plot on")
-        canvas = np.ascontiguousarray(canvas).copy()
-        h, w = canvas.shape[:2]
-        lw = line_width or max(round((h + w) / 2 * 0.003), 1)
-        font_scale = max(lw / 3, 0.3)  # legible yet small on thumbnails
-        for box, score, cls in zip(self.boxes, self.scores, self.classes):
-            color = PALETTE[int(cls) % len(PALETTE)]
-            p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
-            cv2.rectangle(canvas, p1, p2, color, lw, cv2.LINE_AA)
-            if not labels:
-                continue
-            text = f"{self.class_name(int(cls))} {score:.2f}"
-            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(lw - 1, 1))
-            above = p1[1] - th - 3 >= 0
-            x = max(min(p1[0], w - tw), 0)  # keep the label inside the picture
-            q1 = (x, p1[1] - th - 3 if above else p1[1])
-            q2 = (x + tw, p1[1] if above else p1[1] + th + 3)
-            cv2.rectangle(canvas, q1, q2, color, -1, cv2.LINE_AA)
-            text_color = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)
-            cv2.putText(canvas, text, (x, q2[1] - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
-                        max(lw - 1, 1), cv2.LINE_AA)
-        return canvas
+        return draw_boxes(canvas, self.boxes, self.classes, self.scores, self.names, line_width, labels)
 
     def class_name(self, cls: int) -> str:
         return self.names[cls] if 0 <= cls < len(self.names) else str(cls)

@@ -6,15 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from scaledyolo.data.anchors import anchor_fit, label_wh
 from scaledyolo.data.checks import scan_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
-from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_write_bytes
+from scaledyolo.drawing import tile_batch, write_image
 from scaledyolo.models.spec import get_spec
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
@@ -85,48 +83,6 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _colour(cls: int) -> tuple[int, int, int]:
-    rng = np.random.default_rng(cls + 7)
-    return tuple(int(v) for v in rng.integers(60, 256, 3))
-
-
-def draw_batch(imgs: np.ndarray, targets: np.ndarray, names: list[str], cols: int = 2, min_width: int = 512
-               ) -> np.ndarray:
-    """A BGR grid picture of a batch (imgs (B, 3, H, W) RGB uint8, targets (n, 6) normalised) with
-    boxes and class names, tiles scaled so the picture is at least `min_width` wide."""
-    b, _, h, w = imgs.shape
-    cols = min(cols, b)
-    rows = -(-b // cols)
-    scale = max(1.0, min_width / (cols * w))
-    th, tw = round(h * scale), round(w * scale)
-    grid = np.full((rows * th, cols * tw, 3), 255, np.uint8)
-    for i in range(b):
-        tile = cv2.resize(np.ascontiguousarray(imgs[i].transpose(1, 2, 0)[:, :, ::-1]), (tw, th))
-        for _, cls, cx, cy, bw, bh in targets[targets[:, 0] == i]:
-            x1, y1 = round((cx - bw / 2) * tw), round((cy - bh / 2) * th)
-            x2, y2 = round((cx + bw / 2) * tw), round((cy + bh / 2) * th)
-            colour = _colour(int(cls))
-            cv2.rectangle(tile, (x1, y1), (x2, y2), colour, 2)
-            name = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-            (tw_txt, th_txt), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-            ty = max(y1, th_txt + 4)
-            cv2.rectangle(tile, (x1, ty - th_txt - 4), (x1 + tw_txt + 4, ty), colour, -1)
-            cv2.putText(tile, name, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        r, c = divmod(i, cols)
-        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
-        cv2.rectangle(grid, (c * tw, r * th), ((c + 1) * tw - 1, (r + 1) * th - 1), (255, 255, 255), 1)
-    return grid
-
-
-def write_image_atomic(path: str | Path, img: np.ndarray) -> Path:
-    """Encode by the file's suffix and write it atomically."""
-    path = Path(path)
-    ok, buf = cv2.imencode(path.suffix or ".png", img)
-    if not ok:
-        raise UserError(f"cannot write a picture with suffix {path.suffix!r} (use .png or .jpg)", path)
-    return atomic_write_bytes(path, buf.tobytes())
-
-
 def write_preview(data_yaml: str | Path, file: str | Path, img_size: int = 320, batch_size: int = 4,
                   hyp: str | dict[str, float] | None = "scratch", seed: int = 0) -> Path:
     """Draw one augmented training batch (mosaic etc. per `hyp`) with boxes and class names."""
@@ -135,4 +91,4 @@ def write_preview(data_yaml: str | Path, file: str | Path, img_size: int = 320, 
     loader, dataset = create_dataloader(cfg, split, img_size, batch_size, hyp=hyp, augment=True, shuffle=True,
                                         seed=seed)
     imgs, targets, _, _ = next(iter(loader))
-    return write_image_atomic(file, draw_batch(imgs.numpy(), targets.numpy(), dataset.names))
+    return write_image(file, tile_batch(imgs, targets, dataset.names, min_width=512, cols=2))

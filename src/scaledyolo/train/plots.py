@@ -1,60 +1,12 @@
-"""Training pictures: a labelled mosaic of the first training batches and the `results.png` curves."""
+"""Training curves: `results.png`, one panel per results.csv column (batch mosaics are `scaledyolo.drawing`'s)."""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
-from typing import Sequence
 
-import cv2
-import numpy as np
-import torch
-
-from scaledyolo.files import atomic_path, atomic_write_bytes
-
-PALETTE = [(255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 178, 29), (207, 210, 49),
-           (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168),
-           (0, 194, 255), (52, 69, 147), (100, 115, 255), (0, 24, 236), (132, 56, 255), (82, 0, 133)]
-
-
-def _write_image_atomic(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def plot_batch(imgs: torch.Tensor, targets: torch.Tensor, names: Sequence[str], path: str | Path,
-               max_images: int = 16, max_side: int = 1280) -> Path:
-    """Tile a batch (uint8 or 0-1 float, (B, 3, H, W) RGB) with its target boxes and class names."""
-    path = Path(path)
-    imgs = imgs[:max_images].detach().cpu().float()
-    if imgs.max() <= 1.0:
-        imgs = imgs * 255.0
-    b, _, h, w = imgs.shape
-    cols = math.ceil(math.sqrt(b))
-    rows = math.ceil(b / cols)
-    scale = min(1.0, max_side / (cols * max(h, w)))
-    th, tw = int(h * scale), int(w * scale)
-    canvas = np.full((rows * th, cols * tw, 3), 255, np.uint8)
-    targets = targets.detach().cpu()
-    for k in range(b):
-        tile = np.ascontiguousarray(imgs[k].permute(1, 2, 0).clamp(0, 255).byte().numpy())
-        tile = cv2.resize(tile, (tw, th)) if scale != 1.0 else tile.copy()
-        for row in targets[targets[:, 0] == k]:
-            cls, cx, cy, bw, bh = row[1:6].tolist()
-            x1, y1 = int((cx - bw / 2) * tw), int((cy - bh / 2) * th)
-            x2, y2 = int((cx + bw / 2) * tw), int((cy + bh / 2) * th)
-            color = PALETTE[int(cls) % len(PALETTE)]
-            cv2.rectangle(tile, (x1, y1), (x2, y2), color, 1)
-            label = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-            cv2.putText(tile, label, (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
-        r, c = divmod(k, cols)
-        canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
-        cv2.rectangle(canvas, (c * tw, r * th), ((c + 1) * tw - 1, (r + 1) * th - 1), (255, 255, 255), 1)
-    _write_image_atomic(path, canvas)
-    return path
+from scaledyolo.files import atomic_path
 
 
 def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path:

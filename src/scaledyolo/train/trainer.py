@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
+from scaledyolo.eval.plots import plot_batch
 from scaledyolo.files import atomic_path, atomic_write_text
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
@@ -39,7 +40,7 @@ from scaledyolo.runs import increment_path
 from scaledyolo.train.checkpoint import read_checkpoint, save_checkpoint
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loss import ComputeLoss, unwrap
-from scaledyolo.train.plots import plot_batch, plot_results
+from scaledyolo.train.plots import plot_results
 from scaledyolo.train.schedule import Schedule, build_optimizer
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before training stops
@@ -435,7 +436,8 @@ class _Trainer:
             if self.args["multi_scale"]:
                 imgs = self._rescale(imgs)
             if self.main and epoch == 0 and i < 3 and self.args["plots"]:
-                plot_batch(imgs, targets, self.names, self.run_dir / f"train_batch{i}.jpg")
+                # no file names on the tiles: a mosaic-augmented sample comes from four files
+                plot_batch(imgs, targets, None, self.names, self.run_dir / f"train_batch{i}.jpg")
             with self._autocast():
                 preds = model(imgs)
                 loss, parts = self.compute_loss(preds, targets.to(self.device))
