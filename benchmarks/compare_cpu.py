@@ -9,7 +9,8 @@ trivially), then loads the same cfg + weights three ways:
 - ours: `scaledyolo.load(cfg, weights=...)` then the default fast path (`prepare_for_inference`),
   exactly what `scaledyolo bench` and `predict` run;
 - OpenCV DNN: `cv2.dnn.readNetFromDarknet` (its own AVX-512 kernels, BN and activation fused);
-- ONNX Runtime: our ONNX export of the same model, CPU provider, all graph optimisations.
+- ONNX Runtime: our ONNX export of the same model, CPU provider, all graph optimisations, its
+  threads not spinning between runs (they would slow the next engine; costs ORT about 4%).
 
 The engines run interleaved: each round runs every engine `reps` times, starting with a different
 engine each round, so a burst of load from other processes hits all of them alike; a short idle
@@ -93,6 +94,9 @@ def onnx_session(model: scaledyolo.models.YOLO, size: int, threads: int, workdir
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's pool threads otherwise keep spinning for tens of ms after each run, slowing whichever
+    # engine runs next in this process (measured: our next two calls 30-40 ms instead of 18 on tiny)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda blob: session.run(None, {"images": blob})
 

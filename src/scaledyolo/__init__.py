@@ -5,10 +5,12 @@ Public API: `build_model`, `load`, `ModelSpec`, `__version__`.
 
 import os as _os
 
-# OpenMP threads waiting at a barrier sleep instead of spinning (set before torch loads libgomp).
-# On a busy or shared CPU, spinning threads take the cores from the thread all the others wait for:
-# measured 4-15x slower median CPU inference under load (benchmarks/README.md). Set it to override.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads waiting at a barrier spin only briefly (1000 turns), then sleep (set before torch
+# loads libgomp). libgomp's default spin (300000 turns) takes the cores from the thread the others
+# wait for on a busy or shared CPU: 4-15x slower median CPU inference under load; never spinning
+# costs 15% on an idle CPU (benchmarks/README.md). Setting either variable yourself overrides this.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from scaledyolo.models.spec import ModelSpec  # noqa: E402
 from scaledyolo.models.yolo import build_model  # noqa: E402
