@@ -13,9 +13,8 @@ trivially), then loads the same cfg + weights three ways:
   threads not spinning between runs (they would slow the next engine; costs ORT about 4%).
 
 The engines run interleaved: each round runs every engine `reps` times, starting with a different
-engine each round, so a burst of load from other processes hits all of them alike; a short idle
-(`--pause`) before each engine's turn lets the previous engine's pool threads (OpenCV's and ONNX
-Runtime's spin after work) go to sleep first. The table gives
+engine each round, so a burst of load from other processes hits all of them alike (`--pause`
+adds idle time before each engine's turn, to see the cost of a cold start). The table gives
 the median over all timed calls and the ratio to OpenCV's median (and the minimum, the least
 disturbed call). Before timing, it checks that OpenCV and we compute the same boxes.
 """
@@ -181,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed calls per engine per round")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine")
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--pause", type=float, default=0.2,
-                        help="seconds of idle before each engine's calls (lets other pools' threads stop spinning)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds of idle before each engine's calls (default none: after an idle pause every "
+                             "engine's first calls are slower on this VM, ours most, as its threads sleep sooner)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
