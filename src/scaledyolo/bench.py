@@ -93,8 +93,8 @@ def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img
         fast = prepare_for_inference(model, device, precision=precision, img_size=img, compile=compile)
         return fast, f"scaledyolo fast path ({'compiled, ' if compile else ''}{precision}, channels_last)"
     if backend == "tensorrt":
-        raise UserError("--backend tensorrt needs a CUDA GPU with TensorRT; export with `scaledyolo export "
-                        "--format engine` on that machine, or use --backend torch/onnxruntime")
+        raise UserError("--backend tensorrt is not available in this version (it needs a CUDA GPU with TensorRT); "
+                        "use --backend torch (add --half on a GPU) or onnxruntime")
     if precision != "fp32" or device.type != "cpu":
         raise UserError(f"--backend {backend} is benchmarked in fp32 on the CPU here; drop --half/--precision/--device")
     path = _onnx_file(model, img, batch, workdir)

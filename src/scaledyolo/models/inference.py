@@ -343,9 +343,15 @@ def _compile(wrapper: InferenceModel, device: torch.device, img_size: int | tupl
     """torch.compile the network with inductor's weight freezing, compiling now at `img_size`."""
     import torch._inductor.config as inductor_config
 
+    from scaledyolo.errors import RunError
+
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     compiled = torch.compile(wrapper.network, dynamic=False)
-    with inductor_config.patch(freezing=True), torch.inference_mode():
-        compiled(torch.zeros(1, 3, h, w, dtype=wrapper.dtype, device=device).contiguous(
-            memory_format=wrapper.memory_format))
+    try:
+        with inductor_config.patch(freezing=True), torch.inference_mode():
+            compiled(torch.zeros(1, 3, h, w, dtype=wrapper.dtype, device=device).contiguous(
+                memory_format=wrapper.memory_format))
+    except Exception as exc:  # inductor raises many types (no C++ compiler, unsupported op, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RunError(f"torch.compile failed (run without --compile for the default fast path): {first}") from exc
     wrapper.network = compiled
