@@ -127,3 +127,19 @@ def test_bench_onnxruntime_backend() -> None:
 def test_bench_needs_one_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--img", "64"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_predict_reuses_the_fast_copy_until_the_weights_change():
+    from scaledyolo import build_model
+    from scaledyolo.models.inference import cached_inference_model
+
+    model = build_model("yolov4-tiny", num_classes=2).eval()
+    first = cached_inference_model(model, img_size=64)
+    assert cached_inference_model(model, img_size=64) is first
+    with torch.no_grad():
+        model.layers[0].conv.weight.mul_(0.5)
+    second = cached_inference_model(model, img_size=64)
+    assert second is not first
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), model(x), rtol=1e-4, atol=1e-3)

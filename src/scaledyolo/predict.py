@@ -128,7 +128,7 @@ class Predictor:
 
     `fast` runs a `prepare_for_inference` copy of a YOLO (BN folded, pre-packed convolutions; same
     output to float rounding): about 1.5-2x faster per picture on CPU for a one-off cost of a few
-    pictures, so the CLI uses it and `predict` leaves it to the caller.
+    pictures, paid once per model and weights (the copy is cached until the weights change).
     """
 
     def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
@@ -148,9 +148,9 @@ class Predictor:
         self.size = _input_size(model, img)
         self.stride = _model_stride(model)
         if fast and isinstance(model, YOLO) and self.dtype == torch.float32:
-            from scaledyolo.models.inference import prepare_for_inference
+            from scaledyolo.models.inference import cached_inference_model
 
-            self.model = prepare_for_inference(model, device=self.device, img_size=self.size)
+            self.model = cached_inference_model(model, device=self.device, img_size=self.size)
         self.conf, self.iou, self.max_det, self.tta = conf, iou, max_det, tta
         self.keep_images = keep_images
         self.totals = dict.fromkeys(STAGES, 0.0)
@@ -235,14 +235,14 @@ def _as_items(images: Any) -> tuple[list[Any], bool]:
 def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
             classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
             augment: bool = False, device: str | torch.device | None = None, batch: int = 8,
-            fast: bool = False) -> list[Results]:
+            fast: bool = True) -> list[Results]:
     """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
     HxWx3 RGB uint8 numpy arrays or PIL images.
 
     Returns one `Results` per picture, boxes in its original pixels. `img`: input size (default: the
     model's; rounded up to the stride). `classes`: keep only these (indices or names). `tta` (or its
     alias `augment`): the official test-time augmentation. `device`: move the model there first.
-    `fast`: run a fused, pre-packed copy of the model (worth it for many pictures; see `Predictor`).
+    `fast`: run the fused, pre-packed copy of the model (cached; `fast=False` runs the model as it is).
     """
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
                           tta=tta or augment, device=device, fast=fast)

@@ -33,6 +33,7 @@ import copy
 import ctypes
 import ctypes.util
 import sys
+import weakref
 from typing import Sequence
 
 import torch
@@ -337,6 +338,30 @@ def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", preci
     if compile:
         _compile(wrapper, device, img_size)
     return wrapper
+
+
+_CACHE: "weakref.WeakKeyDictionary[YOLO, tuple[tuple, InferenceModel]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_key(model: YOLO) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place (optimizer steps,
+    load_state_dict, BN statistics updates), so a cached fast copy is never stale."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def cached_inference_model(model: YOLO, device: str | torch.device = "cpu",
+                           img_size: int | tuple[int, int] | None = None) -> InferenceModel:
+    """`prepare_for_inference(model, device, img_size=...)` (fp32), reused while the weights are unchanged.
+
+    `model.predict` calls this, so repeated calls pay the one-off preparation once.
+    """
+    key = (str(torch.device(device)), img_size, _weights_key(model))
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = prepare_for_inference(model, device=device, img_size=img_size)
+    _CACHE[model] = (key, fast)
+    return fast
 
 
 def _compile(wrapper: InferenceModel, device: torch.device, img_size: int | tuple[int, int]) -> None:
