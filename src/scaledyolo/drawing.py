@@ -18,6 +18,7 @@ import numpy as np
 
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_write_bytes
+from scaledyolo.ops.boxes import xywh2xyxy
 
 _PALETTE = ((255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 178, 29), (207, 210, 49),
             (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187), (44, 153, 168),
@@ -110,8 +111,7 @@ def tile_batch(imgs: Any, targets: Any, names: Sequence[str] | None = None, path
         scores = rows_i[:, 6] if rows_i.shape[1] > 6 else None
         if scores is not None:
             rows_i, scores = rows_i[scores >= MIN_SCORE], scores[scores >= MIN_SCORE]
-        cx, cy, bw, bh = (rows_i[:, 2:6] * to_tile).T
-        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+        boxes = xywh2xyxy(rows_i[:, 2:6] * to_tile)
         tile = cv2.resize(np.ascontiguousarray(imgs[i].transpose(1, 2, 0)), (tw, th), interpolation=cv2.INTER_AREA)
         tile = draw_boxes(tile, boxes, rows_i[:, 1], scores, names)
         if paths is not None and i < len(paths):

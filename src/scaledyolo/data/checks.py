@@ -26,6 +26,7 @@ from scaledyolo.data import formats
 from scaledyolo.data.dataset import DataConfig, SplitSpec
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_write_text
+from scaledyolo.ops.boxes import xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger("scaledyolo.data")
 CACHE_VERSION = 1
@@ -90,11 +91,7 @@ def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tup
     boxes = np.asarray(sample.boxes, dtype=np.float64)
     if not np.isfinite(boxes).all():
         raise formats.LabelError(f"box {int(np.nonzero(~np.isfinite(boxes).all(1))[0][0]) + 1}: non-finite coordinate")
-    if sample.normalized:
-        cx, cy, bw, bh = boxes.T
-        xyxy = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
-    else:
-        xyxy = boxes / np.array([w, h, w, h], dtype=np.float64)
+    xyxy = xywh2xyxy(boxes) if sample.normalized else boxes / np.array([w, h, w, h], dtype=np.float64)
     classes = np.asarray(sample.classes, dtype=np.int64)
     bad_cls = np.nonzero((classes < 0) | (classes >= nc))[0]
     if len(bad_cls):
@@ -115,10 +112,7 @@ def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tup
     xyxy = xyxy.clip(0, 1)
     out = np.zeros((n, 5), np.float32)
     out[:, 0] = classes
-    out[:, 1] = (xyxy[:, 0] + xyxy[:, 2]) / 2
-    out[:, 2] = (xyxy[:, 1] + xyxy[:, 3]) / 2
-    out[:, 3] = xyxy[:, 2] - xyxy[:, 0]
-    out[:, 4] = xyxy[:, 3] - xyxy[:, 1]
+    out[:, 1:] = xyxy2xywh(xyxy)
     _, first = np.unique(out, axis=0, return_index=True)
     if len(first) < n:
         notes.append(f"{n - len(first)} duplicate label(s) dropped")

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scaledyolo.ops.boxes import xywh2xyxy
+
 # The 80 COCO detection classes in the order every YOLO release uses, and their ids in the 91-id
 # numbering of the COCO annotation files (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are unused).
 COCO80_NAMES = [
@@ -91,8 +93,7 @@ def labels_to_xyxy(labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
     """Normalised [cls, cx, cy, w, h] rows -> (classes (n,), xyxy boxes (n, 4)) in pixels of `shape` (h, w)."""
     labels = np.asarray(labels, dtype=np.float64).reshape(-1, 5)
     h, w = shape
-    cx, cy, bw, bh = labels[:, 1] * w, labels[:, 2] * h, labels[:, 3] * w, labels[:, 4] * h
-    boxes = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
+    boxes = xywh2xyxy(labels[:, 1:5] * np.array([w, h, w, h], dtype=np.float64))
     return labels[:, 0].astype(np.int64), boxes
 
 
