@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from scaledyolo.errors import UserError
 from scaledyolo.models.layers import Conv
-from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
+from scaledyolo.models.spec import MEMBERS, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 
 
@@ -100,11 +100,7 @@ def resolve_model(source: str) -> YOLO:
         return build_model(source)
     path = Path(source)
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        if not path.is_file():
-            raise UserError("model spec file not found", path)
-        return build_model(ModelSpec.from_dict(yaml.safe_load(path.read_text())))
+        return build_model(load_spec(path))
     if not path.exists():
         raise UserError(f"not a model name ({', '.join(MEMBERS)}) nor an existing file", path)
     import scaledyolo

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from scaledyolo.errors import UserError
@@ -135,6 +136,27 @@ MEMBERS["yolov4-p6"] = MEMBERS["yolov4-p5"].scale(img_size=1280, stages=6, name=
                                                    anchors=COCO80_ANCHORS["yolov4-p6"])
 MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width=1.25, name="yolov4-p7",
                                                    anchors=COCO80_ANCHORS["yolov4-p7"])
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """A `ModelSpec` from a YAML mapping of its fields (`--model my.yaml`); every problem names the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("model spec file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
+    if not isinstance(data, dict):
+        raise UserError("a model spec YAML must be a mapping of ModelSpec fields", path)
+    try:
+        return ModelSpec.from_dict(data)
+    except UserError as exc:
+        raise UserError(exc.message, path) from None
+    except TypeError as exc:  # a required field is missing
+        raise UserError(f"not a complete model spec ({exc})", path) from None
 
 
 def round_img_size(size: int, stride: int) -> int:

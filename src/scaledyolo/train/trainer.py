@@ -34,7 +34,7 @@ from scaledyolo.errors import RunError, UserError
 from scaledyolo.eval.plots import plot_batch
 from scaledyolo.files import atomic_path, atomic_write_text
 from scaledyolo.hyp import load_hyp
-from scaledyolo.models.spec import MEMBERS, ModelSpec, round_img_size
+from scaledyolo.models.spec import MEMBERS, ModelSpec, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 from scaledyolo.runs import increment_path
 from scaledyolo.train.checkpoint import read_checkpoint, save_checkpoint
@@ -143,15 +143,7 @@ def build_train_model(source: str, nc: int, weights: str | None) -> tuple[YOLO, 
     if source.lower() in MEMBERS:
         model = build_model(source.lower(), num_classes=nc)
     elif path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise UserError("model spec file not found", path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
-        if not isinstance(data, dict):
-            raise UserError("a model spec YAML must be a mapping of ModelSpec fields", path)
-        model = build_model(ModelSpec.from_dict(data), num_classes=nc)
+        model = build_model(load_spec(path), num_classes=nc)
     elif path.exists():
         pretrained = load_weights_model(path)
         model = build_model(pretrained.spec, num_classes=nc)
