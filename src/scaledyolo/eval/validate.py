@@ -190,13 +190,16 @@ def _write_plots(folder: Path, own: Any, confusion: ConfusionMatrix, names: list
 
 
 def _to_input_targets(preds: list[np.ndarray], shapes: Sequence) -> np.ndarray:
-    """Predictions in original pixels -> plot_batch rows [i, class, cx, cy, w, h, score] in input pixels."""
+    """Predictions in original pixels -> plot_batch rows [i, class, cx, cy, w, h, score] in input pixels.
+
+    The loader records the gains as (rh, rw); each axis gets its own (they differ for thin pictures).
+    """
     rows = []
     for i, (det, shape) in enumerate(zip(preds, shapes)):
         if not len(det):
             continue
-        (rh, _rw), (padw, padh) = _ratio_pad(shape[1])
-        boxes = det[:, :4] * rh + np.array([padw, padh, padw, padh])
+        (gy, gx), (padw, padh) = _ratio_pad(shape[1])
+        boxes = det[:, :4] * np.array([gx, gy, gx, gy]) + np.array([padw, padh, padw, padh])
         xywh = xyxy2xywh(boxes)
         rows.append(np.concatenate((np.full((len(det), 1), i), det[:, 5:6], xywh, det[:, 4:5]), 1))
     return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
