@@ -6,6 +6,7 @@ from pathlib import Path
 
 from scaledyolo.errors import UserError
 from scaledyolo.interop.loading import load_model
+from scaledyolo.models.spec import round_img_size
 
 EXPORT_FORMATS = ("onnx", "torchscript", "darknet")
 
@@ -38,13 +39,9 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
         if half or dynamic:
             raise UserError("darknet export writes float32 weights at the cfg's size; drop --half/--dynamic")
         return list(export_darknet(model, output or Path(f"{stem}-darknet")))
-    stride = model.spec.max_stride
-    size = img or model.spec.img_size
-    size = -(-size // stride) * stride
-    if img and size != img:
-        import warnings
-
-        warnings.warn(f"--img {img} rounded up to {size}, a multiple of the max stride {stride}")
+    if img is not None and img < 0:
+        raise UserError(f"--img {img} must be positive")
+    size = round_img_size(img or model.spec.img_size, model.spec.max_stride)
     if format == "onnx":
         from scaledyolo.interop.onnx import export_onnx
 
