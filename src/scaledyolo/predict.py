@@ -22,6 +22,7 @@ from tqdm import tqdm
 from scaledyolo.data.augment import letterbox
 from scaledyolo.drawing import draw_boxes
 from scaledyolo.errors import UserError
+from scaledyolo.eval.tta import model_output
 from scaledyolo.files import atomic_write_text, write_json
 from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
 from scaledyolo.ops.boxes import scale_boxes
@@ -109,15 +110,6 @@ def preprocess(images: Sequence[np.ndarray], size: int, stride: int
     return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    if tta:
-        from scaledyolo.eval.tta import tta_forward
-
-        return tta_forward(model, x)
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -179,7 +171,7 @@ class Predictor:
         self.model.eval()
         try:
             with torch.inference_mode():
-                out = _forward(self.model, x, self.tta)
+                out = model_output(self.model, x, self.tta)
         finally:
             self.model.train(was_training)
         _sync(self.device)

@@ -36,6 +36,17 @@ def scale_img(img: torch.Tensor, ratio: float, grid: int) -> torch.Tensor:
     return F.pad(img, [0, pw - size[1], 0, ph - size[0]], value=PAD_VALUE)
 
 
+def model_output(model: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """The eval-mode detections (B, N, 5 + nc) of `model` on `x`, through `tta_forward` when `tta`.
+
+    A model that returns a tuple (detections, raw maps), as the official ones do, gives its first item.
+    """
+    if tta:
+        return tta_forward(model, x)
+    out = model(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def tta_forward(model: torch.nn.Module, imgs: torch.Tensor) -> torch.Tensor:
     """Eval-mode output (B, N1 + N2 + N3, 5 + nc) of the three augmented runs, in `imgs` pixels.
 
@@ -47,8 +58,7 @@ def tta_forward(model: torch.nn.Module, imgs: torch.Tensor) -> torch.Tensor:
     outputs = []
     for ratio, flip in zip(SCALES, FLIPS):
         x = scale_img(imgs.flip(3) if flip else imgs, ratio, grid)
-        y = model(x)
-        y = (y[0] if isinstance(y, (tuple, list)) else y).clone()
+        y = model_output(model, x).clone()
         y[..., :4] /= ratio
         if flip:
             y[..., 0] = width - y[..., 0]

@@ -22,6 +22,7 @@ from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
+from scaledyolo.eval.tta import model_output
 from scaledyolo.files import write_json
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
 from scaledyolo.ops.nms import non_max_suppression
@@ -142,8 +143,7 @@ def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tall
         _sync(device)
         t0 = time.perf_counter()
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
-            out = _tta_forward(model, x) if tta else model(x)
-        out = (out[0] if isinstance(out, (tuple, list)) else out).float()
+            out = model_output(model, x, tta).float()
         _sync(device)
         t1 = time.perf_counter()
         dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
@@ -163,12 +163,6 @@ def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tall
     per_image = 1000.0 / max(len(tally.seen), 1)
     speed = {"inference_ms": t_inf * per_image, "nms_ms": t_nms * per_image, "total_ms": (t_inf + t_nms) * per_image}
     return tally, speed, first_batch
-
-
-def _tta_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from scaledyolo.eval.tta import tta_forward
-
-    return tta_forward(model, x)
 
 
 def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
