@@ -485,6 +485,19 @@ def test_txt_list_split_and_missing_listed_files(tmp_path, raccoon_truth):
     assert checks.scan_split(cfg, "train").cache_file == str(tmp_path / "train.cache")
 
 
+def test_txt_list_with_bom_or_bad_bytes(tmp_path, raccoon_truth):
+    make_yolo(tmp_path, raccoon_truth)
+    names = sorted(raccoon_truth)[:2]
+    (tmp_path / "train.txt").write_text("".join(f"images/train/{n}\n" for n in names), encoding="utf-8-sig")
+    (tmp_path / "list.yaml").write_text(yaml.safe_dump({"train": "train.txt", "names": ["raccoon"]}))
+    ds = YoloDataset(load_data_config(tmp_path / "list.yaml"), "train", img_size=160)
+    assert sorted(Path(f).name for f in ds.image_files) == names and not ds.problems
+    (tmp_path / "train.txt").write_bytes(b"images/train/\xff\xfe.jpg\n")
+    with pytest.raises(UserError) as err:
+        checks.scan_split(load_data_config(tmp_path / "list.yaml"), "train")
+    assert Path(err.value.path).resolve() == (tmp_path / "train.txt").resolve()
+
+
 def test_coco_damage_is_reported_per_image(tmp_path, raccoon_truth):
     yml = make_coco(tmp_path, raccoon_truth)
     data = json.loads((tmp_path / "ann.json").read_text())

@@ -121,8 +121,13 @@ def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tup
 
 
 def _read_list(list_file: Path, root: Path, problems: list[dict[str, str]]) -> list[Path]:
+    """The images a .txt list names (a byte-order mark, as Windows editors write, is allowed)."""
+    try:
+        text = list_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read this image list ({exc})", list_file) from None
     images = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
