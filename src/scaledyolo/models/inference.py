@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaledyolo.models.layers import SPPCSP, BottleneckCSP, BottleneckCSP2, Conv
-from scaledyolo.models.yolo import YOLO, fuse_conv_bn
+from scaledyolo.models.yolo import YOLO, bn_affine, fuse_conv_bn, scaled_conv
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -128,21 +128,6 @@ class FastConv(nn.Module):
         return fast_mish(y) if self.mish else y
 
 
-def _scaled_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """`conv` followed by a per-output-channel affine, as one convolution with a bias."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True)
-    fused.weight.data.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
-    fused.bias.data.copy_(bias * scale + shift)
-    return fused
-
-
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias.detach() - bn.running_mean * scale
-
-
 class _Affine(nn.Module):
     """Per-channel scale and shift (the part of a shared post-concat BN that cannot be folded)."""
 
@@ -160,11 +145,11 @@ class _FastCSP(nn.Module):
 
     def __init__(self, block: BottleneckCSP, make: "_Maker") -> None:
         super().__init__()
-        scale, shift = _bn_affine(block.bn)
+        scale, shift = bn_affine(block.bn)
         h = block.cv3.out_channels
         self.cv1, self.m, self.cv4 = make(block.cv1), make(block.m), make(block.cv4)
-        self.cv3 = make.conv(_scaled_conv(block.cv3, scale[:h], shift[:h]), block.act, block.cv3)
-        self.cv2 = make.conv(_scaled_conv(block.cv2, scale[h:], shift[h:]), block.act, block.cv2)
+        self.cv3 = make.conv(scaled_conv(block.cv3, scale[:h], shift[:h]), block.act, block.cv3)
+        self.cv2 = make.conv(scaled_conv(block.cv2, scale[h:], shift[h:]), block.act, block.cv2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv4(torch.cat((self.cv3(self.m(self.cv1(x))), self.cv2(x)), 1))
@@ -176,12 +161,12 @@ class _FastCSP2(nn.Module):
     def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, bn: nn.BatchNorm2d, act: nn.Module,
                  out: nn.Module, make: "_Maker", bypass_from_input: bool) -> None:
         super().__init__()
-        scale, shift = _bn_affine(bn)
+        scale, shift = bn_affine(bn)
         h = bypass.out_channels
         self.head, self.main, self.out = make(head), make(main), make(out)
         self.affine = _Affine(scale[:h], shift[:h], make.dtype)
         self.act = copy.deepcopy(act)
-        self.bypass = make.conv(_scaled_conv(bypass, scale[h:], shift[h:]), act, bypass)
+        self.bypass = make.conv(scaled_conv(bypass, scale[h:], shift[h:]), act, bypass)
         self.bypass_from_input = bypass_from_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -196,15 +196,25 @@ def parse_levels(text: str, spec: ModelSpec) -> list[int]:
         raise UserError(f"unknown level {exc.args[0]!r} in {text!r}; this model has {', '.join(names)}") from None
 
 
-def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A convolution computing conv followed by (eval-mode) batch norm."""
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel (scale, shift) an eval-mode batch norm applies."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+def scaled_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """`conv` followed by a per-output-channel affine, as one convolution with a bias."""
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                       conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     fused.weight.data.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.data.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
+    fused.bias.data.copy_(bias * scale + shift)
     return fused
+
+
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution computing conv followed by (eval-mode) batch norm."""
+    return scaled_conv(conv, *bn_affine(bn))
 
 
 def build_model(name_or_spec: str | ModelSpec, num_classes: int | None = None) -> YOLO:
