@@ -132,10 +132,9 @@ def load_data_config(path: str | Path) -> DataConfig:
     category_ids = None
     coco = [s for s in splits.values() if s.kind == "coco"]
     if coco:
-        split = formats.read_coco(coco[0].sources[0], coco[0].annotations)
-        category_ids = split.category_ids
+        coco_names, category_ids = formats.coco_categories(coco[0].annotations)
         if names is None:
-            names = split.names
+            names = coco_names
         elif len(names) != len(category_ids):
             raise UserError(f"names has {len(names)} classes but {coco[0].annotations.name} has "
                             f"{len(category_ids)} categories", file)

@@ -177,12 +177,17 @@ class CocoSplit:
     category_ids: list[int]
 
 
-def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
-    """COCO layout: every image listed in the JSON, category ids mapped to contiguous class indices.
+def coco_categories(json_file: Path) -> tuple[list[str], list[int]]:
+    """The class names and category ids (sorted by id) of a COCO JSON, after the same checks as `read_coco`.
 
-    Crowd annotations (`iscrowd: 1`) are left out, as in the official training. An annotation with
-    a malformed bbox marks its image as a problem.
+    For the data YAML, which needs only these: no image is looked at and no sample is built.
     """
+    _, names, category_ids = _load_coco(json_file)
+    return names, category_ids
+
+
+def _load_coco(json_file: Path) -> tuple[dict, list[str], list[int]]:
+    """Parse and check a COCO JSON: (its data, class names, category ids sorted by id)."""
     try:
         data = json.loads(json_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -197,7 +202,6 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
     if len(set(category_ids)) < len(category_ids):
         raise UserError("duplicate category ids", json_file)
     names = [str(c.get("name", c["id"])) for c in categories]
-    cat_index = {cid: i for i, cid in enumerate(category_ids)}
     annotations = data.get("annotations") or []
     if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
         raise UserError("'annotations' must be a list of objects", json_file)
@@ -206,8 +210,19 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
         raise UserError("every entry of 'images' needs an integer id and a file_name", json_file)
     if len({i["id"] for i in data["images"]}) < len(data["images"]):
         raise UserError("duplicate image ids", json_file)
+    return data, names, category_ids
+
+
+def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
+    """COCO layout: every image listed in the JSON, category ids mapped to contiguous class indices.
+
+    Crowd annotations (`iscrowd: 1`) are left out, as in the official training. An annotation with
+    a malformed bbox marks its image as a problem.
+    """
+    data, names, category_ids = _load_coco(json_file)
+    cat_index = {cid: i for i, cid in enumerate(category_ids)}
     per_image: dict[int, list[dict]] = {}
-    for ann in annotations:
+    for ann in data.get("annotations") or []:
         if _is_int(ann.get("image_id")):
             per_image.setdefault(ann["image_id"], []).append(ann)
     samples = []
