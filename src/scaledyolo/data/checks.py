@@ -283,7 +283,7 @@ def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[st
         images.append(str(s.image))
         labels.append(lab.tolist())
         shapes.append([int(hw[0]), int(hw[1])])
-        ids.append(int(image_id) if isinstance(image_id, (int, np.integer)) else image_id)
+        ids.append(int(image_id))
     return {"images": images, "labels": labels, "shapes": shapes, "image_ids": ids, "problems": problems,
             "notes": notes}
 
