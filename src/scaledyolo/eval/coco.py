@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,9 +82,7 @@ def dataset_image_ids(dataset: Any) -> list[int | str]:
         return list(dataset.image_ids)
     ids = [image_id_from_path(f) for f in dataset.image_files]
     if len(set(ids)) < len(ids):
-        counts: dict[int | str, int] = {}
-        for i in ids:
-            counts[i] = counts.get(i, 0) + 1
+        counts = Counter(ids)
         ids = [f"{Path(f).parent.name}/{Path(f).stem}" if counts[i] > 1 else i
                for i, f in zip(ids, dataset.image_files)]
     return ids
