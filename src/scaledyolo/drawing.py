@@ -33,6 +33,12 @@ def class_color(c: int) -> tuple[int, int, int]:
     return _PALETTE[int(c) % len(_PALETTE)]
 
 
+def _line_and_font(h: int, w: int, line_width: int | None = None) -> tuple[int, float]:
+    """Line width and font scale for an h x w picture: both grow with its size (font scale at least 0.3)."""
+    lw = line_width or max(round((h + w) / 2 * 0.003), 1)
+    return lw, max(lw / 3, 0.3)
+
+
 def _label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int], font_scale: float,
            thickness: int) -> None:
     """Text on a filled `color` box whose top-left corner is near (x, y) but kept inside the picture;
@@ -58,8 +64,7 @@ def draw_boxes(canvas_rgb: np.ndarray, boxes_xyxy: Any, classes: Any, scores: An
     """
     canvas = np.ascontiguousarray(canvas_rgb).copy()
     h, w = canvas.shape[:2]
-    lw = line_width or max(round((h + w) / 2 * 0.003), 1)
-    font_scale = max(lw / 3, 0.3)
+    lw, font_scale = _line_and_font(h, w, line_width)
     thickness = max(lw - 1, 1)
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     classes = np.asarray(classes).reshape(-1).astype(np.int64)
@@ -115,8 +120,7 @@ def tile_batch(imgs: Any, targets: Any, names: Sequence[str] | None = None, path
         tile = cv2.resize(np.ascontiguousarray(imgs[i].transpose(1, 2, 0)), (tw, th), interpolation=cv2.INTER_AREA)
         tile = draw_boxes(tile, boxes, rows_i[:, 1], scores, names)
         if paths is not None and i < len(paths):
-            font_scale = max(max(round((th + tw) / 2 * 0.003), 1) / 3, 0.3)
-            _label(tile, Path(paths[i]).name[:40], 0, th, (0, 0, 0), font_scale, 1)
+            _label(tile, Path(paths[i]).name[:40], 0, th, (0, 0, 0), _line_and_font(th, tw)[1], 1)
         cv2.rectangle(tile, (0, 0), (tw - 1, th - 1), (255, 255, 255), 1)
         r, c = divmod(i, cols)
         mosaic[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
