@@ -380,9 +380,11 @@ def _convs(model: "YOLO") -> list[Conv]:
     return convs
 
 
-def _conv_floats(conv: Conv) -> int:
-    n = conv.conv.weight.numel()
-    return n + (4 if isinstance(conv.bn, torch.nn.BatchNorm2d) else 1) * conv.conv.out_channels
+def _conv_tensors(conv: Conv) -> list[torch.Tensor]:
+    """A convolution's tensors in .weights order: BN beta, gamma, mean, variance (or the bias), then the kernel."""
+    head = ([conv.bn.bias, conv.bn.weight, conv.bn.running_mean, conv.bn.running_var]
+            if isinstance(conv.bn, torch.nn.BatchNorm2d) else [conv.conv.bias])
+    return head + [conv.conv.weight]
 
 
 def _header_size(major: int, minor: int) -> int:
@@ -413,7 +415,7 @@ def load_weights(model: "YOLO", path: str | Path) -> tuple[int, int, int, int]:
     data = path.read_bytes()
     header, offset = read_weights_header(data, path)
     convs = _convs(model)
-    expected = offset + 4 * sum(_conv_floats(c) for c in convs)
+    expected = offset + 4 * sum(t.numel() for c in convs for t in _conv_tensors(c))
     if len(data) != expected:
         raise UserError(_length_message(model, convs, len(data), expected), path)
     values = np.frombuffer(data, dtype="<f4", offset=offset)
@@ -429,12 +431,8 @@ def load_weights(model: "YOLO", path: str | Path) -> tuple[int, int, int, int]:
 
     with torch.no_grad():
         for conv in convs:
-            if isinstance(conv.bn, torch.nn.BatchNorm2d):
-                for t in (conv.bn.bias, conv.bn.weight, conv.bn.running_mean, conv.bn.running_var):
-                    take(t)
-            else:
-                take(conv.conv.bias)
-            take(conv.conv.weight)
+            for t in _conv_tensors(conv):
+                take(t)
     return header
 
 
@@ -456,9 +454,7 @@ def weights_bytes(model: "YOLO", header: tuple[int, int, int, int] | None = None
     parts = [struct.pack("<3i", major, minor, revision),
              struct.pack("<q" if _header_size(major, minor) == 20 else "<i", seen)]
     for conv in _convs(model):
-        tensors = ([conv.bn.bias, conv.bn.weight, conv.bn.running_mean, conv.bn.running_var]
-                   if isinstance(conv.bn, torch.nn.BatchNorm2d) else [conv.conv.bias])
-        for t in tensors + [conv.conv.weight]:
+        for t in _conv_tensors(conv):
             parts.append(t.detach().cpu().float().numpy().astype("<f4").tobytes())
     return b"".join(parts)
 
