@@ -104,6 +104,13 @@ def test_matching_prefers_higher_scores_and_one_match_per_ground_truth():
     assert not tp[0, -1] and tp[1, -1]  # at 0.95 only the exact box matches, so it takes it
 
 
+def test_no_detections_at_all_scores_zero():
+    for tp in (np.zeros((0, 10), bool), np.zeros(0, bool)):
+        r = ap_per_class(tp, np.zeros(0), np.zeros(0), np.array([0, 1, 1]), 3)
+        assert r.ap.shape == (3, 10) and list(r.n_gt) == [1, 2, 0]
+        assert r.map == r.map50 == r.map75 == r.mp == r.mr == 0.0
+
+
 def test_confusion_matrix_counts():
     cm = ConfusionMatrix(nc=2, conf=0.25, iou=0.45)
     gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], dtype=float)

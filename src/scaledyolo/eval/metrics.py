@@ -136,11 +136,15 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
     tp (N, T), conf (N,), pred_cls (N,): every kept detection of the data set, in image order;
     target_cls: the class of every ground-truth box.
     """
-    tp = np.asarray(tp, dtype=bool).reshape(len(conf), -1)
+    tp = np.asarray(tp, dtype=bool)
+    if len(conf):
+        tp = tp.reshape(len(conf), -1)
+    else:  # no detections at all (every AP is 0); reshape cannot infer -1 from an empty array
+        tp = np.zeros((0, tp.shape[1] if tp.ndim == 2 and tp.shape[1] else len(IOU_THRESHOLDS)), dtype=bool)
     conf = np.asarray(conf, dtype=np.float64)
     pred_cls = np.asarray(pred_cls).astype(np.int64)
     n_gt = np.bincount(np.asarray(target_cls).astype(np.int64), minlength=nc)[:nc]
-    t = tp.shape[1] if tp.ndim == 2 and tp.shape[1] else len(IOU_THRESHOLDS)
+    t = tp.shape[1]
     ap = np.zeros((nc, t))
     pr_curves = np.zeros((nc, len(RECALL_POINTS)))
     p_conf = np.zeros((nc, len(CONF_POINTS)))
