@@ -190,7 +190,7 @@ def _cache_key(cfg: DataConfig, spec: SplitSpec, samples: list[formats.Sample]) 
     if spec.kind in ("folder", "list", "mixed"):
         files += [formats.yolo_label_path(s.image) for s in samples]
     elif spec.kind == "voc":
-        files += [spec.annotations / (s.image.stem + ".xml") for s in samples]
+        files += [formats.voc_label_path(s.image, spec.annotations) for s in samples]
     else:
         files.append(spec.annotations)
     files += [s for s in spec.sources if s.is_file()]

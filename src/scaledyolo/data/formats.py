@@ -153,11 +153,16 @@ def parse_voc(xml_text: str | bytes, names: Sequence[str]) -> tuple[np.ndarray, 
     return np.array(classes, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
+def voc_label_path(image: Path, xml_dir: Path) -> Path:
+    """The Pascal VOC annotation of an image: `xml_dir/<image stem>.xml`."""
+    return xml_dir / (image.stem + ".xml")
+
+
 def read_voc(images: Sequence[Path], xml_dir: Path, names: Sequence[str]) -> list[Sample]:
-    """Pascal VOC layout: `xml_dir/<image stem>.xml` per image; a missing XML means a background image."""
+    """Pascal VOC layout: `voc_label_path` per image; a missing XML means a background image."""
     samples = []
     for image in images:
-        xml = xml_dir / (image.stem + ".xml")
+        xml = voc_label_path(image, xml_dir)
         if not xml.is_file():
             samples.append(empty_sample(image, None, False))
             continue
