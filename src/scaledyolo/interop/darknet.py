@@ -495,7 +495,7 @@ def cfg_text(model: "YOLO") -> str:
             out.append(f"[upsample]\nstride={m.scale}")
         elif isinstance(m, Identity) and i in levels:
             level = levels[i]
-            scale = spec.scale_xy[level] if isinstance(spec.scale_xy, list) else spec.scale_xy
+            scale = spec.level_scale_xy(level)
             lines = ["[yolo]", "mask = " + ",".join(str(level * na + a) for a in range(na)),
                      "anchors = " + ", ".join(_number(a) for a in all_anchors),
                      f"classes={spec.num_classes}", f"num={len(all_anchors) // 2}", f"scale_x_y = {_number(scale)}"]

@@ -72,6 +72,10 @@ class ModelSpec:
     def max_stride(self) -> int:
         return max(self.strides)
 
+    def level_scale_xy(self, level: int) -> float:
+        """The darknet `scale_x_y` of one level (`scale_xy` is one value or one per level)."""
+        return float(self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -31,7 +31,7 @@ class Detect(nn.Module):
         self.no = spec.num_classes + 5
         self.na = spec.num_anchors
         self.decode_rule = spec.decode
-        self.scale_xy = spec.scale_xy
+        self.scale_xy = [spec.level_scale_xy(level) for level in range(spec.num_levels)]
         self.strides = list(spec.strides)
         self.register_buffer("anchors", torch.tensor(spec.anchors, dtype=torch.float32).view(len(spec.anchors), -1, 2))
         self.m = nn.ModuleList(nn.Conv2d(c, self.na * self.no, 1) for c in (in_channels or ()))
@@ -66,7 +66,7 @@ class Detect(nn.Module):
             stride = self.strides[level]
             y = x.sigmoid()
             if self.decode_rule == "darknet":
-                scale = self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy
+                scale = self.scale_xy[level]
                 xy = (y[..., :2] * scale - 0.5 * (scale - 1) + grid) * stride
                 wh = torch.exp(x[..., 2:4]) * anchor
             else:

@@ -74,10 +74,9 @@ class ComputeLoss:
         self.na = detect.na
         self.levels = list(getattr(model, "levels", range(len(detect.strides))))
         self.decode_rule = detect.decode_rule
-        self.scale_xy = detect.scale_xy  # one value, or one per level (darknet cfgs may give several)
         self.detect = detect
         self.balance = BALANCE.get(len(detect.strides), [4.0, 1.0] + [0.4] * (len(detect.strides) - 2))
-        self.neighbours = [self.decode_rule != "darknet" or self._scale(level) >= 2.0
+        self.neighbours = [self.decode_rule != "darknet" or detect.scale_xy[level] >= 2.0
                            for level in range(len(detect.strides))]
         device = next(model.parameters()).device
         self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.hyp["cls_pw"]], device=device))
@@ -86,13 +85,10 @@ class ComputeLoss:
             self.bce_cls = FocalLoss(self.bce_cls, self.hyp["fl_gamma"])
             self.bce_obj = FocalLoss(self.bce_obj, self.hyp["fl_gamma"])
 
-    def _scale(self, level: int) -> float:
-        return float(self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy)
-
     def _decode(self, ps: torch.Tensor, anchors: torch.Tensor, level: int) -> torch.Tensor:
         """Assigned raw predictions -> boxes (cx, cy offset within the cell, w, h) in grid units."""
         if self.decode_rule == "darknet":
-            scale = self._scale(level)
+            scale = self.detect.scale_xy[level]
             pxy = ps[:, :2].sigmoid() * scale - 0.5 * (scale - 1.0)
             pwh = torch.exp(ps[:, 2:4].clamp(max=MAX_EXP)) * anchors
         else:
