@@ -120,6 +120,11 @@ def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tup
     return out, notes
 
 
+def _problem(file: str | Path, problem: str, image: str | Path | None = None) -> dict[str, str]:
+    """A problem (or note) record: the file at fault, the image it concerns (default: the same file), what."""
+    return {"file": str(file), "image": str(file if image is None else image), "problem": problem}
+
+
 def _read_list(list_file: Path, root: Path, problems: list[dict[str, str]]) -> list[Path]:
     """The images a .txt list names (a byte-order mark, as Windows editors write, is allowed)."""
     try:
@@ -135,9 +140,9 @@ def _read_list(list_file: Path, root: Path, problems: list[dict[str, str]]) -> l
         if not p.is_absolute():
             p = list_file.parent / p if (list_file.parent / p).exists() else root / p
         if not p.is_file():
-            problems.append({"file": str(p), "image": str(p), "problem": f"listed in {list_file.name} but not found"})
+            problems.append(_problem(p, f"listed in {list_file.name} but not found"))
         elif not formats.is_image_file(p):
-            problems.append({"file": str(p), "image": str(p), "problem": "not an image file (ignored)"})
+            problems.append(_problem(p, "not an image file (ignored)"))
         else:
             images.append(p)
     return images
@@ -149,7 +154,7 @@ def _folder_images(folder: Path, problems: list[dict[str, str]]) -> list[Path]:
     for other in others:
         if other.suffix.lower() == ".txt" and other.with_suffix("") in stems:
             continue  # a label kept next to its image
-        problems.append({"file": str(other), "image": str(other), "problem": "not an image file (ignored)"})
+        problems.append(_problem(other, "not an image file (ignored)"))
     return images
 
 
@@ -163,8 +168,7 @@ def read_split(cfg: DataConfig, spec: SplitSpec) -> tuple[list[formats.Sample], 
             if s.image.is_file():
                 samples.append(s)
             else:
-                problems.append({"file": str(s.image), "image": str(s.image),
-                                 "problem": f"listed in {spec.annotations.name} but not found"})
+                problems.append(_problem(s.image, f"listed in {spec.annotations.name} but not found"))
         return samples, problems
     images: list[Path] = []
     for source in spec.sources:
@@ -268,18 +272,18 @@ def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[st
     for i, (s, hw) in enumerate(zip(samples, sizes)):
         image_id = s.image_id if s.image_id is not None else i
         if isinstance(hw, str):
-            problems.append({"file": str(s.image), "image": str(s.image), "problem": hw})
+            problems.append(_problem(s.image, hw))
             continue
         label_file = str(s.label_file) if s.label_file is not None and s.image_id is None else str(s.image)
         if s.problem:
-            problems.append({"file": label_file, "image": str(s.image), "problem": s.problem})
+            problems.append(_problem(label_file, s.problem, s.image))
             continue
         try:
             lab, fixed = validate_labels(s, hw, nc)
         except formats.LabelError as exc:
-            problems.append({"file": label_file, "image": str(s.image), "problem": f"bad label: {exc}"})
+            problems.append(_problem(label_file, f"bad label: {exc}", s.image))
             continue
-        notes += [{"file": label_file, "image": str(s.image), "problem": n} for n in fixed]
+        notes += [_problem(label_file, n, s.image) for n in fixed]
         images.append(str(s.image))
         labels.append(lab.tolist())
         shapes.append([int(hw[0]), int(hw[1])])
