@@ -60,14 +60,10 @@ def is_our_checkpoint(path: str | Path) -> bool:
     """True when `path` is a torch zip file whose payload is our format (checked without unpickling)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(name.endswith("data.pkl") for name in zf.namelist()) and _mentions_format(zf)
+            pkl = next((name for name in zf.namelist() if name.endswith("data.pkl")), None)
+            return pkl is not None and FORMAT.encode() in zf.read(pkl)
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):  # damaged zips
         return False
-
-
-def _mentions_format(zf: zipfile.ZipFile) -> bool:
-    name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-    return FORMAT.encode() in zf.read(name)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
