@@ -14,7 +14,7 @@ import traceback
 import warnings
 from typing import Any, Callable
 
-from scaledyolo.errors import ScaledYoloError
+from scaledyolo.errors import ScaledYoloError, UserError
 
 MEMBERS_HELP = "yolov4-tiny, yolov4-csp, yolov4-p5, yolov4-p6, yolov4-p7"
 
@@ -35,7 +35,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print_json(report) if args.json else print(format_paper_report(report))
         return 0
     if not args.model:
-        raise _usage("info needs a model name or weights file (or --paper)")
+        raise UserError("info needs a model name or weights file (or --paper)")
     report = model_report(args.model, img_size=args.img)
     print_json(report) if args.json else print(format_report(report))
     return 0
@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from scaledyolo.train.trainer import train
 
     if not args.resume and not args.data:
-        raise _usage("train needs --data DATA.yaml (or --resume RUN_DIR)")
+        raise UserError("train needs --data DATA.yaml (or --resume RUN_DIR)")
     train(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
           project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
           workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,
@@ -117,7 +117,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from scaledyolo.bench import benchmark, format_result
 
     if bool(args.model) == bool(args.weights):
-        raise _usage("bench needs exactly one of --model NAME or --weights FILE")
+        raise UserError("bench needs exactly one of --model NAME or --weights FILE")
     result = benchmark(args.model or args.weights, img=args.img, batch=args.batch, device=args.device,
                        backend=args.backend, precision=args.precision, half=args.half, subnet=args.subnet,
                        runs=args.runs, warmup=args.warmup, compile=args.compile, threads=args.threads)
@@ -126,12 +126,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-
-
-def _usage(message: str) -> ScaledYoloError:
-    from scaledyolo.errors import UserError
-
-    return UserError(message)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
