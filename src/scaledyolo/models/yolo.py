@@ -8,6 +8,7 @@ per-class probabilities, levels by increasing stride, each flattened in (anchor,
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Sequence
 
 import torch
@@ -122,8 +123,6 @@ class YOLO(nn.Module):
 
     def _initialize_biases(self) -> None:
         """Objectness and class priors in the output biases (8 objects per 640 image; p(class) 0.6/nc)."""
-        import math
-
         convs = list(self.detect.m) if len(self.detect.m) else [self.layers[i - 1].conv for i in self.level_layers]
         for conv, stride in zip(convs, self.spec.strides):
             bias = conv.bias.detach().view(self.detect.na, -1)
@@ -186,7 +185,7 @@ def parse_levels(text: str, spec: ModelSpec) -> list[int]:
     """'p7-p7-p6' (the paper's notation: model, then kept output levels) -> level indices."""
     parts = [p.strip().lower() for p in text.split("-") if p.strip()]
     names = {f"p{s.bit_length() - 1}": i for i, s in enumerate(spec.strides)}
-    if len(parts) > 1 and parts[0] in names or (len(parts) > 1 and parts[0].startswith("p")):
+    if len(parts) > 1 and parts[0].startswith("p"):  # the first part names the model
         parts = parts[1:]
     try:
         return sorted({names[p] for p in parts})
