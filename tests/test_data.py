@@ -543,3 +543,17 @@ def test_image_damaged_after_the_check_is_replaced_not_fatal(tmp_path, caplog):
         paths = [p for _, _, batch_paths, _ in loader for p in batch_paths]
     assert len(paths) == 4 and paths.count(ds.image_files[1]) == 0
     assert any(ds.image_files[1] in r.getMessage() for r in caplog.records)
+
+
+def test_jpeg_with_trailing_data_is_complete_and_truncated_jpeg_is_not(tmp_path):
+    from scaledyolo.data.checks import ImageError, decode_image
+
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    data = buf.tobytes()
+    trailer = tmp_path / "motion-photo.jpg"
+    trailer.write_bytes(data + b"\x00" * 5000)  # data appended after the image, as phones do
+    assert decode_image(trailer, check=True).shape == (64, 96, 3)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3] + b"\x00" * 2000)
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        decode_image(cut, check=True)

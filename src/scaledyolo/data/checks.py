@@ -54,6 +54,43 @@ class SplitData:
         return sum(1 for lab in self.labels if len(lab) == 0)
 
 
+def jpeg_reaches_end(data: bytes) -> bool:
+    """Whether a JPEG's marker stream reaches its end-of-image marker.
+
+    Phones append data after the image (motion-photo videos, maker trailers), so the marker is not
+    always near the end of the file; walking the segments finds it wherever the image itself ends.
+    """
+    pos, n = 2, len(data)
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return True
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart markers and TEM carry no length
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:  # entropy-coded data runs to the next marker that is not stuffing or a restart
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return False
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos += 2
+                elif following == 0xFF:
+                    pos += 1
+                else:
+                    break
+    return False
+
+
 def decode_image(path: str | Path, check: bool = False) -> np.ndarray:
     """Read an image as 8-bit 3-channel BGR, EXIF orientation applied (grey, RGBA, 16-bit converted).
 
@@ -68,7 +105,7 @@ def decode_image(path: str | Path, check: bool = False) -> np.ndarray:
         raise ImageError("empty file")
     if check:
         head, tail = buf[:8].tobytes(), buf[-1024:].tobytes()
-        if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail and not jpeg_reaches_end(buf.tobytes()):
             raise ImageError("truncated JPEG (no end-of-image marker)")
         if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
             raise ImageError("truncated PNG (no IEND chunk)")
