@@ -35,8 +35,8 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
     from scaledyolo.data.loader import create_dataloader
     from scaledyolo.data.synthetic import make_synthetic_dataset
     from scaledyolo.eval.validate import validate
+    from scaledyolo.interop.loading import load_model
     from scaledyolo.predict import predict
-    from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
     from scaledyolo.train.trainer import train
 
     t0 = time.time()
@@ -47,7 +47,7 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
     train_dir = train("yolov4-tiny", str(data), img=img, epochs=epochs, batch=batch, hyp=hyp, device=device,
                       project=str(run_dir), name="train", workers=workers, seed=seed)
     best = train_dir / "weights" / "best.pt"
-    model = model_from_checkpoint(read_checkpoint(best), use_ema=True, path=best)
+    model = load_model(best)  # the EMA weights, as every reader of our checkpoints gets them
 
     loader, dataset = create_dataloader(load_data_config(data), "val", img, batch * 2, rect=True, stride=32)
     metrics = validate(model, loader, dataset, names=model.names, progress=False)
