@@ -65,14 +65,11 @@ def _stage_of(model: YOLO, conv_name: str) -> str:
 
 def stage_table(model: YOLO, img_size: int) -> list[dict[str, Any]]:
     """Per stage (stem, stage1.., neck, head): params, GFLOPs, output shape, activation memory, CIO."""
-    x = torch.zeros(1, 3, img_size, img_size)
-    convs = profile_convs(model, x)
     shapes: dict[int, tuple[int, ...]] = {}
     hooks = [layer.register_forward_hook(
         lambda mod, inp, out, i=i: shapes.__setitem__(i, tuple(out.shape))) for i, layer in enumerate(model.layers)]
-    try:
-        with torch.inference_mode():
-            model.eval()(x)
+    try:  # one forward pass records the convolutions and the layer outputs
+        convs = profile_convs(model, torch.zeros(1, 3, img_size, img_size))
     finally:
         for h in hooks:
             h.remove()
