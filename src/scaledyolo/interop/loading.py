@@ -48,9 +48,10 @@ def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
 
 def _looks_like_torch(path: Path) -> bool:
     """A torch zip archive (even a damaged one) or a pickle stream."""
+    from scaledyolo.interop.unpickler import torch_file_kind
+
     with open(path, "rb") as f:
-        head = f.read(2)
-    return head == b"PK" or head[:1] == b"\x80"
+        return torch_file_kind(f.read(2)) is not None
 
 
 def _load_file(path: Path, weights: str | Path | None) -> YOLO:

@@ -297,6 +297,14 @@ def _load_legacy(f: io.BufferedIOBase) -> Any:
     return result
 
 
+def torch_file_kind(head: bytes) -> str | None:
+    """'zip' (torch >= 1.6 archive, even a damaged one), 'pickle' (legacy stream or bare pickle) or None,
+    from a file's first two bytes."""
+    if head[:2] == b"PK":
+        return "zip"
+    return "pickle" if head[:1] == b"\x80" else None
+
+
 def restricted_load(path: str | Path) -> Any:
     """Unpickle a foreign torch file without running any of its code; refuse what is not allowed."""
     path = Path(path)
@@ -304,11 +312,11 @@ def restricted_load(path: str | Path) -> Any:
         raise UserError("weights file not found", path)
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-            if head == b"PK":
+            kind = torch_file_kind(f.read(2))
+            if kind == "zip":
                 with zipfile.ZipFile(f) as zf:
                     return _load_zip(zf)
-            if head[:1] != b"\x80":
+            if kind is None:
                 raise UserError("not a PyTorch/pickle file (unknown format)", path)
             f.seek(0)
             return _load_legacy(f)
