@@ -15,9 +15,11 @@ BUILTIN = {"scratch": CFG_DIR / "hyp.scratch.yaml", "finetune": CFG_DIR / "hyp.f
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError("hyper-parameter file not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file
+        raise UserError(f"cannot read it as a YAML text file ({getattr(exc, 'strerror', None) or exc})", path) from None
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
     if data is None:

@@ -150,7 +150,9 @@ def load_spec(path: str | Path) -> ModelSpec:
     if not path.is_file():
         raise UserError("model spec file not found", path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:  # no permission, a binary file
+        raise UserError(f"cannot read it as a YAML text file ({getattr(exc, 'strerror', None) or exc})", path) from None
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
     if not isinstance(data, dict):
