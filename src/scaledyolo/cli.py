@@ -66,8 +66,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scaledyolo.train.trainer import train
 
-    if not args.resume and not args.data:
-        raise UserError("train needs --data DATA.yaml (or --resume RUN_DIR)")
     train(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
           project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
           workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,

@@ -211,7 +211,7 @@ def train(model: str = "yolov4-tiny", data: str | None = None, img: int = 640, e
         ckpt, args, run_dir = _resume_state(resume, {"device": device, "workers": workers})
     else:
         if not data:
-            raise UserError("train needs --data DATA.yaml")
+            raise UserError("train needs --data DATA.yaml (or --resume RUN_DIR)")
         if precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if epochs < 1 or batch < 1:
