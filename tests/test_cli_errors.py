@@ -89,3 +89,10 @@ def test_weights_for_another_class_count_say_how_to_finetune(tmp_path, data_yaml
     proc = run("val", "--weights", str(weights), "--data", str(data_yaml), "--img", "64", cwd=tmp_path)
     assert_one_line_error(proc, "7", "--weights")
     assert torch.load(weights, weights_only=True)["format"] == "scaledyolo-v1"
+
+
+def test_unreadable_file_is_one_line_naming_it(tmp_path):
+    folder = tmp_path / "a-folder.cfg"
+    folder.mkdir()
+    proc = run("convert", str(folder), "-o", str(tmp_path / "out.pt"), cwd=tmp_path)
+    assert_one_line_error(proc, "a-folder.cfg")
