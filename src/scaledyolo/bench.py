@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from scaledyolo.devices import synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.models.analysis import count_flops, resolve_model
 from scaledyolo.models.inference import PRECISIONS, prepare_for_inference
@@ -31,21 +32,16 @@ from scaledyolo.models.yolo import YOLO
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_calls(fn: Callable[[], Any], runs: int, warmup: int, device: torch.device) -> list[float]:
     """Seconds per call of `fn`, `runs` times, after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return times
 

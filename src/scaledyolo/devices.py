@@ -36,3 +36,9 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     if text == "mps" and torch.backends.mps.is_available():
         return torch.device("mps")
     raise UserError(f"--device {device}: expected cpu, cuda, a GPU index like 0, or a list like 0,1")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock reading covers it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from scaledyolo.devices import synchronize
 from scaledyolo.data.augment import letterbox
 from scaledyolo.drawing import draw_boxes
 from scaledyolo.errors import UserError
@@ -110,11 +111,6 @@ def preprocess(images: Sequence[np.ndarray], size: int, stride: int
     return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Predictor:
     """A model ready to detect: device, input size and thresholds fixed once, then batches of frames.
 
@@ -165,7 +161,7 @@ class Predictor:
         t0 = time.perf_counter()
         x, ratio_pads = preprocess([f.rgb for f in frames], self.size, self.stride)
         x = x.to(self.device, non_blocking=True).to(self.dtype) / 255.0
-        _sync(self.device)
+        synchronize(self.device)
         t1 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -174,7 +170,7 @@ class Predictor:
                 out = model_output(self.model, x, self.tta)
         finally:
             self.model.train(was_training)
-        _sync(self.device)
+        synchronize(self.device)
         t2 = time.perf_counter()
         dets = non_max_suppression(out.float(), self.conf, self.iou, classes=self.classes, max_det=self.max_det)
         results = []

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from scaledyolo.devices import select_device
+from scaledyolo.devices import select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
@@ -26,11 +26,6 @@ from scaledyolo.eval.tta import model_output
 from scaledyolo.files import write_json
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
 from scaledyolo.ops.nms import non_max_suppression
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Tally:
@@ -140,14 +135,14 @@ def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tall
     for imgs, targets, paths, shapes in tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False,
                                              file=sys.stderr):
         x = imgs.to(device, non_blocking=True).float() / 255.0
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
             out = model_output(model, x, tta).float()
-        _sync(device)
+        synchronize(device)
         t1 = time.perf_counter()
         dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
-        _sync(device)
+        synchronize(device)
         t_inf += t1 - t0
         t_nms += time.perf_counter() - t1
         for j, det in enumerate(dets):
