@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from scaledyolo.eval.coco import category_id_map, coco_evaluate, ground_truth, labels_to_xyxy, results_json
-from scaledyolo.eval.metrics import ap_per_class, match_detections
+from scaledyolo.eval.validate import score_predictions
 
 
 def make_case(n_images: int, nc: int, n_fp: int, seed: int = 0):
@@ -55,16 +55,7 @@ def main() -> None:
     coco = coco_evaluate(ground_truth(ds), results)
     t_coco = time.perf_counter() - t
     t = time.perf_counter()
-    tps, confs, classes, targets = [], [], [], []
-    for det, lab, shape in zip(preds, ds.labels, ds.shapes):
-        gt_cls, gt_boxes = labels_to_xyxy(lab, shape)
-        kept, tp = match_detections(det, gt_cls, gt_boxes)
-        tps.append(tp[kept])
-        confs.append(det[kept, 4])
-        classes.append(det[kept, 5])
-        targets.append(gt_cls)
-    own = ap_per_class(np.concatenate(tps), np.concatenate(confs), np.concatenate(classes), np.concatenate(targets),
-                       args.classes)
+    own = score_predictions(preds, ds.labels, ds.shapes, args.classes)
     t_own = time.perf_counter() - t
     print(f"{args.images} images, {args.classes} classes, {sum(map(len, preds))} detections")
     print(f"{'':12}{'map':>8}{'map50':>8}{'map75':>8}{'seconds':>9}")

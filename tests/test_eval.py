@@ -12,6 +12,7 @@ import pytest
 from scaledyolo.eval.coco import (COCO80_NAMES, COCO80_TO_91, category_id_map, coco_evaluate, ground_truth,
                                   image_id_from_path, is_coco80, labels_to_xyxy, results_json)
 from scaledyolo.eval.metrics import ConfusionMatrix, ap_per_class, match_detections
+from scaledyolo.eval.validate import score_predictions
 
 
 def synthetic_case(seed: int = 0, n_images: int = 40, nc: int = 5):
@@ -46,16 +47,7 @@ def synthetic_case(seed: int = 0, n_images: int = 40, nc: int = 5):
 
 
 def own_metrics(dataset, preds, nc):
-    tps, confs, classes, targets = [], [], [], []
-    for det, lab, shape in zip(preds, dataset.labels, dataset.shapes):
-        gt_cls, gt_boxes = labels_to_xyxy(lab, shape)
-        kept, tp = match_detections(det, gt_cls, gt_boxes)
-        tps.append(tp[kept])
-        confs.append(det[kept, 4])
-        classes.append(det[kept, 5])
-        targets.append(gt_cls)
-    return ap_per_class(np.concatenate(tps), np.concatenate(confs), np.concatenate(classes),
-                        np.concatenate(targets), nc)
+    return score_predictions(preds, dataset.labels, dataset.shapes, nc)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -57,6 +57,16 @@ class _Tally:
                             _cat([self.pred_classes[k] for k in order], (0,)), _cat(self.target_classes, (0,)), nc)
 
 
+def score_predictions(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray], shapes: Sequence[tuple[int, int]],
+                      nc: int) -> Any:
+    """Our matcher's `ap_per_class` result for per-image detections (x1, y1, x2, y2, score, class; original
+    pixels) against normalised labels [class, cx, cy, w, h] of images of the given (h, w) shapes."""
+    tally = _Tally(nc)
+    for index, (det, lab, shape) in enumerate(zip(preds, labels, shapes)):
+        tally.add(index, det, *labels_to_xyxy(lab, shape))
+    return tally.ap(list(range(len(tally.seen))), nc)
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.001, iou: float = 0.65,
              max_det: int = 300, tta: bool = False, names: Sequence[str] | None = None,
