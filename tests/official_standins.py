@@ -3,7 +3,8 @@
 They reproduce what the official files pickle: `models.yolo.Model` holding `yaml` and an
 `nn.Sequential` `model` whose layers carry `f`/`i`/`type`/`np` attributes, `models.common` blocks with
 the official attribute names, `mish_cuda.MishCuda`, and a Detect with `anchors` (in grid units) and
-`anchor_grid` (pixels) buffers; forward follows the official rules. `install(tmp_path)` writes them
+`anchor_grid` (pixels) buffers; forward follows the official rules, and every BatchNorm2d gets the
+official eps 1e-3 and momentum 0.03 (`initialize_weights` in the official models/yolo.py). `install(tmp_path)` writes them
 as the packages `models` and `mish_cuda` so `torch.save` records the official module names.
 """
 
@@ -154,6 +155,13 @@ class Detect(nn.Module):
         return x if self.training else (torch.cat(z, 1), x)
 
 
+def initialize_weights(model):
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.eps = 1e-3
+            m.momentum = 0.03
+
+
 def make_divisible(x, divisor=8):
     return math.ceil(x / divisor) * divisor
 
@@ -197,6 +205,7 @@ class Model(nn.Module):
         m.stride = torch.tensor([s / x.shape[-2] for x in self.forward(torch.zeros(1, ch, s, s))])
         m.anchors /= m.stride.view(-1, 1, 1)
         self.stride = m.stride
+        initialize_weights(self)
 
     def forward(self, x):
         y = []

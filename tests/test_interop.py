@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from scaledyolo.errors import UserError
 from scaledyolo.interop.convert import convert, export
 from scaledyolo.interop.darknet import cfg_text, save_weights, spec_from_cfg, weights_bytes
 from scaledyolo.interop.unpickler import restricted_load
+from scaledyolo.models.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 import official_standins  # noqa: E402
@@ -218,6 +220,57 @@ def test_official_checkpoint_gives_the_official_outputs(official, tmp_path, memb
         expected = source(x)[0]
         got = model(x)
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+
+
+def _train_step_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Train-mode raw maps (batch statistics) and the BN running statistics that forward leaves behind."""
+    model.train()
+    with torch.no_grad():
+        maps = model(x)
+    stats = [t.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+             for t in (m.running_mean, m.running_var)]
+    return maps, stats
+
+
+@pytest.mark.parametrize("member,scale", [
+    ("p5", {}),
+    ("p6", {"depth": 0.34, "width": 0.25}),
+    ("csp", {"depth": 0.34, "width": 0.25}),
+])
+def test_official_checkpoint_trains_like_the_official_model(official, tmp_path, member, scale):
+    """Finetuning starts where the official model is: the same batch-statistics outputs and running
+    statistics after the step (the official eps 1e-3, momentum 0.03, read from the file), the same loss.
+
+    Raw maps are compared in float64, where both compute the same function up to 1e-11; in float32
+    they differ by float rounding only (up to about 1e-3 through P5's ~150 batch-normalised layers),
+    and the loss, computed at float32 as in training, agrees to 1e-4.
+    """
+    from scaledyolo.train.loss import ComputeLoss
+
+    path = tmp_path / f"yolov4-{member}.pt"
+    source = save_official(official, path, member, 4, half=False, **scale)
+    model = scaledyolo.load(path)
+    assert (model.spec.bn_eps, model.spec.bn_momentum) == (1e-3, 0.03)
+    assert ModelSpec.from_dict(model.spec.to_dict()) == model.spec
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(6))
+    targets = torch.tensor([[0, 1, 0.30, 0.40, 0.20, 0.30], [0, 3, 0.70, 0.60, 0.50, 0.40],
+                            [1, 0, 0.50, 0.50, 0.10, 0.08], [1, 2, 0.20, 0.75, 0.35, 0.45]])
+    pytorch_default_bn = copy.deepcopy(model)
+    for m in pytorch_default_bn.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-5, 0.1
+    compute_loss = ComputeLoss(model)
+    expected_maps, _ = _train_step_outputs(copy.deepcopy(source), x)
+    _, expected_parts = compute_loss(expected_maps, targets)
+    _, got_parts = compute_loss(_train_step_outputs(copy.deepcopy(model), x)[0], targets)
+    torch.testing.assert_close(got_parts, expected_parts, rtol=0, atol=1e-4)  # box, obj, cls, total
+    # the test can tell: PyTorch's default BN on the same weights gives another loss
+    _, default_parts = compute_loss(_train_step_outputs(pytorch_default_bn, x)[0], targets)
+    assert (default_parts - expected_parts).abs().max() > 1e-3
+    expected_maps, expected_stats = _train_step_outputs(source.double(), x.double())
+    got_maps, got_stats = _train_step_outputs(model.double(), x.double())
+    for got, expected in zip(got_maps + got_stats, expected_maps + expected_stats, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
 
 
 def test_official_file_converts_to_our_checkpoint(official, tmp_path):

@@ -1,5 +1,7 @@
 """The five members: parameter-exact, output contracts, compound scaling, fusion and subnets."""
 
+import copy
+
 import pytest
 import torch
 
@@ -132,3 +134,51 @@ def test_subnet_output_equals_full_output_restricted():
     only_top = model.subnet("p7-p7")
     with torch.no_grad():
         torch.testing.assert_close(only_top(x), full[:, sum(sizes[:4]):])
+
+
+@pytest.mark.parametrize("name,eps,momentum", [
+    ("yolov4-tiny", 1e-5, 0.1), ("yolov4-csp", 1e-5, 0.1),  # darknet-born: darknet's sqrt(var + 1e-5)
+    ("yolov4-p5", 1e-3, 0.03), ("yolov4-p7", 1e-3, 0.03),  # the official PyTorch code's initialize_weights
+])
+def test_every_batchnorm_carries_the_members_settings(name, eps, momentum):
+    spec = MEMBERS[name]
+    assert (spec.bn_eps, spec.bn_momentum) == (eps, momentum)
+    model = build_model(spec.scale(depth=0.1, width=0.25) if spec.arch == "large" else spec, num_classes=2)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all((m.eps, m.momentum) == (eps, momentum) for m in norms)
+    # a spec saved before the fields existed loads with the values its architecture implies
+    old = {k: v for k, v in spec.to_dict().items() if k not in ("bn_eps", "bn_momentum")}
+    assert ModelSpec.from_dict(old) == spec
+    custom = ModelSpec.from_dict({**spec.to_dict(), "bn_eps": 1e-4, "bn_momentum": 0.2})
+    assert all((m.eps, m.momentum) == (1e-4, 0.2) for m in build_model(custom).modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_fusion_and_the_fast_path_use_each_batchnorms_own_eps():
+    """Both inference paths equal the eval model where eps matters (running variances near P5's eps
+    1e-3, gammas that keep the activations near unit size), so they use each BN's own eps."""
+    from scaledyolo.models.inference import prepare_for_inference
+
+    model = build_model(MEMBERS["yolov4-p5"].scale(depth=0.1, width=0.25), num_classes=2).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2e-3 + 5e-4)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.weight.copy_((m.running_var + m.eps).sqrt() * (torch.rand(m.num_features, generator=g) + 0.5))
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    x = torch.rand(1, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        ref = model(x)
+        other_eps = copy.deepcopy(model)
+        for m in other_eps.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eps = 1e-5
+        assert not torch.allclose(other_eps(x), ref, rtol=1e-2, atol=1e-2)  # eps matters here
+        fast = prepare_for_inference(model, "cpu", precision="fp32", img_size=64)(x)
+        fused = copy.deepcopy(model).fuse()(x)
+    for out in (fast, fused):
+        assert ((out - ref).abs() / (ref.abs() + 1)).max() < 1e-4

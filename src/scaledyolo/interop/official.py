@@ -5,6 +5,8 @@ with `model` a whole `models.yolo.Model` (often fp16 after strip_optimizer). The
 the restricted unpickler only, so its classes arrive as inert stand-ins holding their state. Our
 large members are built layer for layer like the official yaml (same indices), so `model.N.*` maps
 to `layers.N.*` and the Detect's `m.*` to `detect.m.*`; anchors come from `anchor_grid` (pixels).
+BatchNorm eps and momentum come from the file's own BatchNorm layers into the spec, and every
+tensor (running variances included) is taken as stored, so train mode sees the official model too.
 The structure is checked (layer types, their inputs, every tensor's name and shape) before loading.
 """
 
@@ -68,6 +70,30 @@ def _sources(index: int, f: Any) -> tuple[int, ...]:
     return tuple(index - 1 if s == -1 else (index + s if s < 0 else s) for s in fs)
 
 
+def _batchnorm_settings(model: StandIn, path: str | Path) -> tuple[float, float]:
+    """The (eps, momentum) every BatchNorm2d of the file holds, as stored (the official code sets one
+    value for all; a file whose BatchNorms disagree is not one it wrote)."""
+    found: set[tuple[float, float]] = set()
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:  # a pickle can make a module its own child
+            continue
+        seen.add(id(obj))
+        if obj.qualname == "torch.nn.modules.batchnorm.BatchNorm2d":
+            eps, momentum = obj.state.get("eps"), obj.state.get("momentum")
+            if not (type(eps) is float and type(momentum) is float and 0 < eps < 1 and 0 <= momentum <= 1):
+                raise _unknown(path, f"BatchNorm eps {eps!r:.30}, momentum {momentum!r:.30} "
+                                     "(expected 0 < eps < 1, 0 <= momentum <= 1)")
+            found.add((eps, momentum))
+        children = _modules(obj)
+        stack.extend(c for c in (children.values() if isinstance(children, dict) else ()) if isinstance(c, StandIn))
+    if len(found) != 1:
+        raise _unknown(path, f"its BatchNorm layers hold {len(found)} different (eps, momentum) settings, expected one")
+    return found.pop()
+
+
 def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, list[StandIn]]:
     """Our spec for an official Model stand-in, and its list of layers (the Detect last)."""
     seq = _modules(model).get("model")
@@ -96,10 +122,11 @@ def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, lis
         raise _unknown(path, "the model's yaml has no width_multiple")
     extra = {"first_stage": "bottleneck"} if blocks and blocks[0].qualname == "models.common.Bottleneck" else {}
     stages = len(blocks)
+    bn_eps, bn_momentum = _batchnorm_settings(model, path)
     name = _member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}"
     spec = ModelSpec(name=name, arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640), stages=stages,
                      depths=depths, width=float(width), activation="mish", anchors=anchors, neck_depth=neck_depth,
-                     num_classes=nc, extra=extra)
+                     num_classes=nc, extra=extra, bn_eps=bn_eps, bn_momentum=bn_momentum)
     return spec, layers
 
 

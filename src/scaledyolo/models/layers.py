@@ -32,6 +32,18 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
 
 
+def set_batchnorm(module: nn.Module, eps: float, momentum: float) -> None:
+    """Give every BatchNorm inside `module` the member's eps and momentum.
+
+    The blocks are built with PyTorch's BatchNorm2d and the model then sets the values its spec
+    holds, once, the way the official code's initialize_weights does: one place decides them for
+    every block (`ModelSpec.bn_eps`, `bn_momentum`).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = eps, momentum
+
+
 class Conv(nn.Module):
     """Convolution -> batch norm -> activation; without BN the convolution carries a bias (darknet's rule)."""
 

@@ -29,6 +29,15 @@ COCO80_ANCHORS = {
                   [812, 393, 477, 808, 1070, 908, 1408, 1408]],
 }
 
+# BatchNorm (eps, momentum) each architecture implies. The large members and the yaml CSP were born
+# in the official PyTorch code, whose initialize_weights sets every BatchNorm2d to eps 1e-3 and
+# momentum 0.03. The darknet-born members normalise as darknet does, (x - mean) / sqrt(var + 1e-5)
+# (darknet's normalize_cpu), which is PyTorch's BatchNorm2d with eps 1e-5; they train with
+# PyTorch's momentum 0.1 (darknet's own rolling average keeps 0.99 of the old value, momentum 0.01).
+OFFICIAL_PYTORCH_BATCHNORM = (1e-3, 0.03)
+DARKNET_BATCHNORM = (1e-5, 0.1)
+ARCH_BATCHNORM = {"large": OFFICIAL_PYTORCH_BATCHNORM}
+
 
 @dataclass
 class ModelSpec:
@@ -39,6 +48,8 @@ class ModelSpec:
     to 2**stages. depths: residual units per backbone stage. neck_depth: units per neck CSP block.
     anchors: per level (increasing stride), flat [w0, h0, w1, h1, ...] in input pixels.
     decode: 'darknet' (sigmoid * scale_xy offsets, exp sizes) or 'scaled' (2 sigma - 0.5, (2 sigma)^2).
+    bn_eps, bn_momentum: every BatchNorm's eps and momentum (PyTorch's meaning); left out (None, or a
+    spec saved before they existed) they take the values the architecture implies (`ARCH_BATCHNORM`).
     """
 
     name: str
@@ -54,6 +65,18 @@ class ModelSpec:
     decode: str = "scaled"
     scale_xy: float | list[float] = 2.0  # per level when a darknet cfg gives each [yolo] its own
     extra: dict[str, Any] = field(default_factory=dict)
+    bn_eps: float | None = None
+    bn_momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        eps, momentum = ARCH_BATCHNORM.get(self.arch, DARKNET_BATCHNORM)
+        self.bn_eps = eps if self.bn_eps is None else self.bn_eps
+        self.bn_momentum = momentum if self.bn_momentum is None else self.bn_momentum
+        if not (isinstance(self.bn_eps, (int, float)) and 0 < self.bn_eps < 1
+                and isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum <= 1):
+            raise UserError(f"bn_eps must be in (0, 1) and bn_momentum in [0, 1], got {self.bn_eps!r}, "
+                            f"{self.bn_momentum!r}")
+        self.bn_eps, self.bn_momentum = float(self.bn_eps), float(self.bn_momentum)
 
     @property
     def num_levels(self) -> int:

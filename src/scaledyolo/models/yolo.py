@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from scaledyolo.models.architectures import ARCHITECTURES
 from scaledyolo.models.graph import Node
-from scaledyolo.models.layers import Conv
+from scaledyolo.models.layers import Conv, set_batchnorm
 from scaledyolo.models.spec import ModelSpec, get_spec
 
 
@@ -89,6 +89,7 @@ class YOLO(nn.Module):
         self._init_graph(builder.nodes, level_layers)
         self.detect = Detect(spec, [builder.channels[i] for i in level_layers] if spec.arch == "large" else None)
         self.names: list[str] = [str(i) for i in range(spec.num_classes)]
+        set_batchnorm(self, spec.bn_eps, spec.bn_momentum)
         self._initialize_biases()
 
     def _init_graph(self, nodes: list[Node], level_layers: list[int]) -> None:
