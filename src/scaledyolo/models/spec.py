@@ -72,8 +72,8 @@ class ModelSpec:
         eps, momentum = ARCH_BATCHNORM.get(self.arch, DARKNET_BATCHNORM)
         self.bn_eps = eps if self.bn_eps is None else self.bn_eps
         self.bn_momentum = momentum if self.bn_momentum is None else self.bn_momentum
-        if not (isinstance(self.bn_eps, (int, float)) and 0 < self.bn_eps < 1
-                and isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum <= 1):
+        if not (type(self.bn_eps) in (int, float) and 0 < self.bn_eps < 1
+                and type(self.bn_momentum) in (int, float) and 0 <= self.bn_momentum <= 1):
             raise UserError(f"bn_eps must be in (0, 1) and bn_momentum in [0, 1], got {self.bn_eps!r}, "
                             f"{self.bn_momentum!r}")
         self.bn_eps, self.bn_momentum = float(self.bn_eps), float(self.bn_momentum)
