@@ -55,7 +55,7 @@ def _official(member: str, file: str, drive_id: str, note: str = "") -> Released
 
 
 RELEASED: tuple[ReleasedFile, ...] = (
-    _darknet("yolov4-tiny", "yolov4-tiny.weights", size=24_251_276,
+    _darknet("yolov4-tiny", "yolov4-tiny.weights", size=24_251_276,  # of the file that release serves
              sha256="cf9fbfd0f6d4869b35762f56100f50ed05268084078805f0e7989efe5bb8ca87",
              note="COCO, 80 classes, 416x416"),
     _darknet("yolov4-csp", "yolov4-csp.weights", note="COCO, 80 classes, 512x512; also linked from the "
