@@ -296,6 +296,9 @@ def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["img"] == 256
     result = run_val(str(best), progress=False)
     assert (result["img"], result["data"], result["images"]) == (256, str(data.resolve()), 4)
+    assert result["geometry"] == "square"
+    assert cli_main(["val", "--weights", str(best), "--rect", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["geometry"] == "rect"
     assert benchmark(model, runs=1, warmup=0)["img"] == 256
     onnx = pytest.importorskip("onnx")
     (path,) = export(str(best), output=tmp_path / "m.onnx")

@@ -111,6 +111,15 @@ def test_cli_predict_defaults_find_every_confident_darknet_box(reference, tmp_pa
         assert not _missing(reference[photo.name], boxes, scores, classes, size), photo.name
 
 
+def test_converted_checkpoint_keeps_the_darknet_geometry(reference, tmp_path: Path) -> None:
+    from scaledyolo.interop.convert import convert
+
+    model = scaledyolo.load(convert(CFG, output=tmp_path / "tiny.pt"))
+    assert model.geometry == "square" and model.spec.img_size == 416
+    (res,) = model.predict(str(PHOTOS[0]))
+    assert not _missing(reference[PHOTOS[0].name], res.boxes, res.scores, res.classes, res.orig_shape)
+
+
 def test_rect_override_is_not_darknet(reference) -> None:
     """The smallest rectangle (`--rect`) is a different input: some confident darknet box is lost."""
     model = scaledyolo.load(CFG)
