@@ -66,11 +66,29 @@ def test_boxes_map_back_to_original_pixels():
     """Wide, tall and mixed-shape batches: the detected square lands on the square in the original."""
     cases = [((120, 300), (30, 20, 90, 60)), ((300, 100), (10, 200, 60, 280)), ((200, 200), (150, 5, 199, 40))]
     images = [square_image(h, w, box) for (h, w), box in cases]
-    for batch in (1, 3):  # one at a time (stride rectangles) and together (a shared square)
-        for img, (_, box), res in zip(images, cases, predict(SquareFinder(), images, img=256, batch=batch)):
-            assert res.boxes.shape == (1, 4)
-            assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, (batch, res.boxes, box)
-            assert res.orig_shape == img.shape[:2]
+    for geometry in ("rect", "square"):
+        for batch in (1, 3):  # one at a time (stride rectangles unless square) and together (a shared square)
+            results = predict(SquareFinder(), images, img=256, batch=batch, geometry=geometry)
+            for img, (_, box), res in zip(images, cases, results):
+                assert res.boxes.shape == (1, 4)
+                assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, (geometry, batch, res.boxes, box)
+                assert res.orig_shape == img.shape[:2]
+
+
+def test_geometry_sets_the_input_shape():
+    """A wide picture: the smallest stride rectangle for `rect`, the full square for `square`."""
+    shapes = {}
+
+    class ShapeSpy(SquareFinder):
+        def forward(self, x):  # noqa: ANN001
+            shapes[geometry] = tuple(x.shape[2:])
+            return super().forward(x)
+
+    for geometry in ("rect", "square"):
+        predict(ShapeSpy(), square_image(120, 300, (30, 20, 90, 60)), img=256, geometry=geometry)
+    assert shapes == {"rect": (128, 256), "square": (256, 256)}
+    with pytest.raises(UserError):
+        predict(SquareFinder(), square_image(64, 64, (1, 1, 9, 9)), img=64, geometry="round")
 
 
 def test_tta_boxes_map_back_too():
@@ -175,6 +193,8 @@ def test_cli_folder_with_bad_files(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.glob("*.jpg")) == sorted(p.name for p in IMAGES[:2])
     assert "broken.jpg" in done.stderr and "notes.txt" in done.stderr
+    notices = [line for line in done.stderr.splitlines() if "RANDOM" in line]
+    assert len(notices) == 1 and "'yolov4-tiny'" in notices[0] and "scaledyolo weights" in notices[0]
     assert "Traceback" not in done.stderr
     assert "predict: 2 pictures" in done.stdout and "nms" in done.stdout and "drawing" in done.stdout
     records = json.loads((tmp_path / "p.json").read_text())
@@ -245,3 +265,46 @@ def test_grey_rgba_16bit_and_exif_files(tmp_path):
     upright = (120 - box[3], box[0], 120 - box[1], box[2])  # the square after a 90-degree clockwise turn
     for res in (by_path, by_pil):
         assert np.abs(res.boxes[0] - np.array(upright)).max() <= 3.0
+
+
+def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
+    """Trained at 256, a checkpoint predicts, validates, benchmarks and exports at 256 with no flags,
+    and `val` finds the data YAML it was trained on."""
+    from scaledyolo.bench import benchmark
+    from scaledyolo.cli import main as cli_main
+    from scaledyolo.data.synthetic import make_synthetic_dataset
+    from scaledyolo.eval.validate import run_val
+    from scaledyolo.interop.convert import export
+    from scaledyolo.predict import Predictor
+    from scaledyolo.train.checkpoint import read_checkpoint
+    from scaledyolo.train.trainer import train
+
+    data = make_synthetic_dataset(tmp_path / "syn", n_train=8, n_val=4, img_size=96, seed=1)
+    run = train("yolov4-tiny", str(data), img=256, epochs=1, batch=8, device="cpu", project=tmp_path, name="t",
+                workers=0, val=False, noautoanchor=True, plots=False)
+    best = run / "weights" / "best.pt"
+    ckpt = read_checkpoint(best)
+    assert (ckpt["img_size"], ckpt["data"], ckpt["geometry"]) == (256, str(data.resolve()), "square")
+    model = scaledyolo.load(best)
+    assert model.spec.img_size == 256 and model.names == ["circle", "square", "triangle", "star"]
+    assert Predictor(model).size == 256
+    assert len(model.predict(str(sorted((tmp_path / "syn").rglob("*.jpg"))[0]), conf=LOW_CONF)) == 1
+
+    capsys.readouterr()  # the training log
+    assert cli_main(["predict", "--weights", str(best), "--source", str(IMAGES[0]), "--nosave", "--json",
+                     "--save-dir", str(tmp_path / "p")]) == 0
+    assert json.loads(capsys.readouterr().out)["img"] == 256
+    result = run_val(str(best), progress=False)
+    assert (result["img"], result["data"], result["images"]) == (256, str(data.resolve()), 4)
+    assert result["geometry"] == "square"
+    assert cli_main(["val", "--weights", str(best), "--rect", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["geometry"] == "rect"
+    assert benchmark(model, runs=1, warmup=0)["img"] == 256
+    onnx = pytest.importorskip("onnx")
+    (path,) = export(str(best), output=tmp_path / "m.onnx")
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 256, 256]
+
+    data.rename(data.with_name("moved.yaml"))  # the stored YAML is gone: val says so, naming the weights
+    with pytest.raises(UserError, match="not there any more"):
+        run_val(str(best), progress=False)

@@ -46,7 +46,8 @@ def cmd_val(args: argparse.Namespace) -> int:
 
     result = run_val(args.weights, args.data, img=args.img, batch=args.batch, conf=args.conf, iou=args.iou,
                      split=args.split, save_json=args.save_json, tta=args.tta, subnet=args.subnet, plots=args.plots,
-                     device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose)
+                     device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose,
+                     geometry=args.geometry)
     print_json(json_summary(result)) if args.json else print(format_table(result))
     return 0
 
@@ -106,24 +107,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(args.weights, args.source, img=args.img, conf=args.conf, iou=args.iou, classes=args.classes,
                           max_det=args.max_det, save_dir=args.save_dir, project=args.project, name=args.name,
                           save_json=args.save_json, save_txt=args.save_txt, save_conf=args.save_conf,
-                          nosave=args.nosave, tta=args.tta, device=args.device, progress=not args.json)
+                          nosave=args.nosave, tta=args.tta, device=args.device, progress=not args.json,
+                          geometry=args.geometry)
     print_json(summary) if args.json else print(format_summary(summary))
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from scaledyolo.bench import benchmark, format_result
+    from scaledyolo.interop.loading import load_model
 
     if bool(args.model) == bool(args.weights):
         raise UserError("bench needs exactly one of --model NAME or --weights FILE")
-    result = benchmark(args.model or args.weights, img=args.img, batch=args.batch, device=args.device,
+    result = benchmark(args.model or load_model(args.weights), img=args.img, batch=args.batch, device=args.device,
                        backend=args.backend, precision=args.precision, half=args.half, subnet=args.subnet,
                        runs=args.runs, warmup=args.warmup, compile=args.compile, threads=args.threads)
     print_json(result) if args.json else print(format_result(result))
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from scaledyolo.interop.released import format_table, identify, released_files
+
+    if args.verify:
+        found = identify(args.verify)
+        print_json(found) if args.json else print(found["verdict"])
+        return 0 if found["match"] is not None else 1
+    files = released_files(args.member)
+    if not files:
+        raise UserError(f"no released files known for {args.member!r} (members: {MEMBERS_HELP})")
+    print_json([f.to_dict() for f in files]) if args.json else print(format_table(files))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
+
+
+def _add_geometry(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rect", dest="geometry", action="store_const", const="rect",
+                       help=f"{what} into the smallest stride-multiple rectangle (less padding, faster; the "
+                            "official .pt scripts' way and their default)")
+    group.add_argument("--square", dest="geometry", action="store_const", const="square",
+                       help=f"{what} into --img x --img (darknet's way; the default for darknet weights and for "
+                            "models trained here)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -156,8 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True,
                    help=f"weights file (our checkpoint, darknet cfg, official .pt) or a member name ({MEMBERS_HELP}; "
                         "random weights, for speed checks)")
-    p.add_argument("--data", required=True, help="data YAML")
-    p.add_argument("--img", type=int, default=640, help="inference size in pixels (rounded up to the stride)")
+    p.add_argument("--data", default=None,
+                   help="data YAML (default: the one our checkpoint was trained on, if it is still there)")
+    p.add_argument("--img", type=int, default=None,
+                   help="inference size in pixels (default: the training size of our checkpoints, else the "
+                        "member's native size; rounded up to the stride)")
     p.add_argument("--batch", type=int, default=32, help="batch size")
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (keep low for mAP)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold")
@@ -170,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", help="write PR curve, confusion matrix and batch pictures to DIR")
     p.add_argument("--device", default="", help="cpu, 0, cuda:0 ... (default: first GPU if any, else CPU)")
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
+    _add_geometry(p, "batches letterboxed")
     handlers["val"] = cmd_val
 
     p = sub.add_parser("data", help="check a dataset: counts, problems, class and box statistics, anchor fit",
@@ -263,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     f"({MEMBERS_HELP})")
     p.add_argument("--source", required=True, help="image, video, folder, glob ('imgs/*.jpg'), stream URL or webcam "
                                                    "index (0)")
-    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--img", type=int, default=None,
+                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+                        "rounded up to the stride)")
+    _add_geometry(p, "pictures letterboxed")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class probability)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--classes", nargs="+", default=None, help="keep only these classes (indices or names)")
@@ -305,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     p.add_argument("--json", action="store_true", help="print JSON (latency_ms, fps, gflops, peak_fraction, ...)")
     handlers["bench"] = cmd_bench
+
+    p = sub.add_parser("weights", help="where each member's released weights are published; check a local file",
+                       description="A member name used as --weights builds RANDOM weights. This lists each member's "
+                                   "officially released weights files: where they are published, their size and "
+                                   "sha256 where the publisher gives them (else 'not published'), and how to use or "
+                                   "convert them. --verify FILE hashes a local file and says which one it is "
+                                   "(exit 1 when it is none of them).")
+    p.add_argument("member", nargs="?", default=None, help=f"only this member ({MEMBERS_HELP})")
+    p.add_argument("--verify", metavar="FILE", help="say which released file FILE is (sha256, read in chunks)")
+    p.add_argument("--json", action="store_true", help="print the list (or the verification) as JSON")
+    handlers["weights"] = cmd_weights
 
     for p in sub.choices.values():
         _add_common(p)

@@ -1,7 +1,8 @@
 """Detection on pictures: images, folders, globs, videos, webcams, numpy arrays and PIL images -> `Results`.
 
 The pipeline is the official detect's: letterbox to the model's input size (keeping the aspect
-ratio, padded grey to a stride multiple), an eval-mode forward under `torch.inference_mode()`
+ratio, padded grey; into the square or the smallest stride-multiple rectangle, as the weights
+expect: see `scaledyolo.geometry`), an eval-mode forward under `torch.inference_mode()`
 (optionally with the official test-time augmentation), NMS, and boxes mapped back to the original
 pixels and clipped. `predict` returns a list of `Results`; `run_predict` is the `scaledyolo predict`
 command (annotated pictures and videos, labels, JSON, a timing summary).
@@ -25,6 +26,7 @@ from scaledyolo.drawing import draw_boxes
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import model_output
 from scaledyolo.files import atomic_write_text, write_json
+from scaledyolo.geometry import model_geometry
 from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
@@ -97,15 +99,16 @@ def _input_size(model: torch.nn.Module, img: int | None) -> int:
     return round_img_size(size, _model_stride(model))
 
 
-def preprocess(images: Sequence[np.ndarray], size: int, stride: int
+def preprocess(images: Sequence[np.ndarray], size: int, stride: int, geometry: str = "rect"
                ) -> tuple[torch.Tensor, list[tuple[tuple[float, float], tuple[float, float]]]]:
     """RGB pictures -> a uint8 (B, 3, H, W) batch and each picture's (ratio, padding).
 
-    One picture, or pictures of one shape, get the smallest stride-multiple rectangle (less padding,
-    faster, as the official detect); mixed shapes share a `size` x `size` square.
+    `square`: every picture letterboxed into `size` x `size`. `rect`: one picture, or pictures of
+    one shape, get the smallest stride-multiple rectangle (less padding, faster, as the official
+    detect); mixed shapes share the square.
     """
-    boxed = [letterbox(im, size, auto=True, stride=stride) for im in images]
-    if len({b[0].shape for b in boxed}) > 1:
+    boxed = [letterbox(im, size, auto=geometry == "rect", stride=stride) for im in images]
+    if geometry == "rect" and len({b[0].shape for b in boxed}) > 1:
         boxed = [letterbox(im, size, auto=False, stride=stride) for im in images]
     batch = np.stack([b[0] for b in boxed]).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
@@ -117,11 +120,13 @@ class Predictor:
     `fast` runs a `prepare_for_inference` copy of a YOLO (BN folded, pre-packed convolutions; same
     output to float rounding): about 1.5-2x faster per picture on CPU for a one-off cost of a few
     pictures, paid once per model and weights (the copy is cached until the weights change).
+    `geometry` ("square" or "rect"; default: what the weights recorded, see `scaledyolo.geometry`).
     """
 
     def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
                  classes: Sequence[int] | None = None, max_det: int = MAX_DET, tta: bool = False,
-                 device: str | torch.device | None = None, keep_images: bool = True, fast: bool = False) -> None:
+                 device: str | torch.device | None = None, keep_images: bool = True, fast: bool = False,
+                 geometry: str | None = None) -> None:
         from scaledyolo.devices import select_device
         from scaledyolo.models.yolo import YOLO
 
@@ -135,6 +140,7 @@ class Predictor:
         self.classes = None if classes is None else [self._class_index(c) for c in classes]
         self.size = _input_size(model, img)
         self.stride = _model_stride(model)
+        self.geometry = model_geometry(model, geometry)
         if fast and isinstance(model, YOLO) and self.dtype == torch.float32:
             from scaledyolo.models.inference import cached_inference_model
 
@@ -159,7 +165,7 @@ class Predictor:
     def __call__(self, frames: Sequence[Frame]) -> list[Results]:
         """Detect on a batch of frames; timings are added to `totals` (seconds)."""
         t0 = time.perf_counter()
-        x, ratio_pads = preprocess([f.rgb for f in frames], self.size, self.stride)
+        x, ratio_pads = preprocess([f.rgb for f in frames], self.size, self.stride, self.geometry)
         x = x.to(self.device, non_blocking=True).to(self.dtype) / 255.0
         synchronize(self.device)
         t1 = time.perf_counter()
@@ -223,17 +229,19 @@ def _as_items(images: Any) -> tuple[list[Any], bool]:
 def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
             classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
             augment: bool = False, device: str | torch.device | None = None, batch: int = 8,
-            fast: bool = True) -> list[Results]:
+            fast: bool = True, geometry: str | None = None) -> list[Results]:
     """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
     HxWx3 RGB uint8 numpy arrays or PIL images.
 
     Returns one `Results` per picture, boxes in its original pixels. `img`: input size (default: the
-    model's; rounded up to the stride). `classes`: keep only these (indices or names). `tta` (or its
-    alias `augment`): the official test-time augmentation. `device`: move the model there first.
+    model's: the size it was trained at for our checkpoints; rounded up to the stride). `geometry`:
+    "square" or "rect" input (default: the one the weights recorded; darknet weights: square).
+    `classes`: keep only these (indices or names). `tta` (or its alias `augment`): the official
+    test-time augmentation. `device`: move the model there first.
     `fast`: run the fused, pre-packed copy of the model (cached; `fast=False` runs the model as it is).
     """
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
-                          tta=tta or augment, device=device, fast=fast)
+                          tta=tta or augment, device=device, fast=fast, geometry=geometry)
     items, skip_bad = _as_items(images)
     results: list[Results] = []
     for frames in _batches(iter_frames(items, skip_bad=skip_bad), max(1, batch)):
@@ -263,7 +271,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
                 classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, save_dir: str | None = None,
                 project: str = "runs/predict", name: str = "exp", save_json: str | None = None,
                 save_txt: bool = False, save_conf: bool = False, nosave: bool = False, tta: bool = False,
-                device: str | None = None, progress: bool = True) -> dict[str, Any]:
+                device: str | None = None, progress: bool = True, geometry: str | None = None) -> dict[str, Any]:
     """`scaledyolo predict`: detect on every picture of `source`, write annotated pictures/videos.
 
     Returns the summary (counts, folder, per-image milliseconds by stage) that the CLI prints.
@@ -275,7 +283,8 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
 
     items, from_folder = expand_source(source)
     model = load_model(weights, device=select_device(device))
-    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True)
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True,
+                          geometry=geometry)
     out_dir = Path(save_dir) if save_dir else increment_path(Path(project) / name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -334,6 +343,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
         "seconds": round(time.perf_counter() - t_start, 3),
         "ms_per_image": {k: round(v, 2) for k, v in predictor.per_image_ms().items()},
         "img": predictor.size,
+        "geometry": predictor.geometry,
     }
 
 
@@ -342,4 +352,4 @@ def format_summary(summary: dict[str, Any]) -> str:
     ms = summary["ms_per_image"]
     split = ", ".join(f"{k} {ms[k]:.1f}" for k in STAGES)
     return (f"predict: {summary['images']} pictures, {summary['objects']} objects in {summary['seconds']:.1f} s at "
-            f"img {summary['img']} (ms per picture: {split}); results in {summary['save_dir']}")
+            f"img {summary['img']} {summary['geometry']} (ms per picture: {split}); results in {summary['save_dir']}")

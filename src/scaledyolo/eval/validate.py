@@ -24,6 +24,7 @@ from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_catego
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
 from scaledyolo.eval.tta import model_output
 from scaledyolo.files import write_json
+from scaledyolo.geometry import model_geometry
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
 from scaledyolo.ops.nms import non_max_suppression
 
@@ -210,43 +211,72 @@ def _ratio_pad(ratio_pad: Any) -> tuple[tuple[float, float], tuple[float, float]
     return (float(ratio[0]), float(ratio[1])), (float(pad[0]), float(pad[1]))
 
 
-def load_for_val(weights: str, names: Sequence[str], device: torch.device) -> torch.nn.Module:
+def load_for_val(weights: str, names: Sequence[str] | None, device: torch.device) -> torch.nn.Module:
     """A member name (random initialisation, for speed checks) or a weights file `scaledyolo.load` reads,
-    for the data YAML's classes (whose names it takes)."""
+    for the data YAML's classes (whose names it takes; `names` None: the data YAML is not read yet)."""
     from scaledyolo.interop.loading import load_model
 
-    model = load_model(weights, device=device, num_classes=len(names))
-    model.names = list(names)
+    model = load_model(weights, device=device, num_classes=None if names is None else len(names))
+    if names is not None:
+        model.names = list(names)
     return model
 
 
-def run_val(weights: str, data: str | Path, img: int = 640, batch: int = 32, conf: float = 0.001, iou: float = 0.65,
-            split: str = "val", save_json: str | Path | None = None, tta: bool = False, subnet: str | None = None,
-            plots: str | Path | None = None, device: str | None = None, workers: int = 0, half: bool | None = None,
-            progress: bool = True, verbose: bool = False) -> dict[str, Any]:
+def stored_data_yaml(model: torch.nn.Module, weights: str) -> str:
+    """The data YAML a checkpoint was trained on (for `val` without `--data`), or a UserError saying why not."""
+    data = getattr(model, "data_yaml", None)
+    if data is None:
+        raise UserError("val needs --data DATA.yaml: these weights do not record the data they were trained on",
+                        weights)
+    if not Path(data).is_file():
+        raise UserError(f"val needs --data DATA.yaml: the data YAML these weights were trained on ({data}) is "
+                        "not there any more", weights)
+    return data
+
+
+def run_val(weights: str, data: str | Path | None = None, img: int | None = None, batch: int = 32,
+            conf: float = 0.001, iou: float = 0.65, split: str = "val", save_json: str | Path | None = None,
+            tta: bool = False, subnet: str | None = None, plots: str | Path | None = None,
+            device: str | None = None, workers: int = 0, half: bool | None = None, progress: bool = True,
+            verbose: bool = False, geometry: str | None = None) -> dict[str, Any]:
     """`scaledyolo val`: load the model and the split, validate with pycocotools' headline figures.
 
-    Letterboxed rectangular batches as in the official test script; `half` defaults to fp16
-    autocast on CUDA. The result is `validate`'s dict plus `names`, `weights`, `split`, `img`.
+    `data` None: the data YAML our checkpoint was trained on; `img` None: the size it was trained
+    at (other weights: the member's native size). `geometry` "rect": letterboxed rectangular batches
+    as in the official test script; "square": every image letterboxed to `img` x `img`, as darknet
+    infers; default: what the weights recorded. `half` defaults to fp16 autocast on CUDA. The result
+    is `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`.
     """
     from scaledyolo.data.dataset import load_data_config
     from scaledyolo.data.loader import create_dataloader
     from scaledyolo.models.spec import round_img_size
 
-    cfg = load_data_config(data)
-    cfg.split(split)  # a missing split fails here, before the model is loaded
     dev = select_device(device)
-    model = load_for_val(weights, cfg.names, dev)
+    if data is None:
+        model = load_for_val(weights, None, dev)
+        data = stored_data_yaml(model, weights)
+        cfg = load_data_config(data)
+        cfg.split(split)
+        if model.num_classes != len(cfg.names):
+            raise UserError(f"the weights are for {model.num_classes} classes, their data YAML names "
+                            f"{len(cfg.names)}", data)
+        model.names = list(cfg.names)
+    else:
+        cfg = load_data_config(data)
+        cfg.split(split)  # a missing split fails here, before the model is loaded
+        model = load_for_val(weights, cfg.names, dev)
+    geometry = model_geometry(model, geometry)
     if subnet:
         model = model.subnet(subnet)
     stride = model.spec.max_stride
-    img_size = round_img_size(img, stride)
-    loader, dataset = create_dataloader(cfg, split, img_size, batch, augment=False, rect=True, workers=workers,
-                                        shuffle=False, stride=stride)
+    img_size = round_img_size(img or model.spec.img_size, stride)
+    loader, dataset = create_dataloader(cfg, split, img_size, batch, augment=False, rect=geometry == "rect",
+                                        workers=workers, shuffle=False, stride=stride)
     result = validate(model, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
                       save_json=save_json, coco=True, half=dev.type == "cuda" if half is None else half,
                       category_ids=cfg.category_ids, progress=progress, verbose=verbose)
-    result.update({"names": list(cfg.names), "weights": str(weights), "split": split, "img": img_size,
+    result.update({"names": list(cfg.names), "weights": str(weights), "data": str(data), "split": split,
+                   "img": img_size, "geometry": geometry,
                    "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
     return result
 
@@ -271,7 +301,7 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{first.get('problem')}")
     s = result["speed"]
     lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
-                 f"per image at {result.get('img', '?')} px")
+                 f"per image at {result.get('img', '?')} px {result.get('geometry', '')}".rstrip())
     return "\n".join(lines)
 
 

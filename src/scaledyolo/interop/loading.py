@@ -3,17 +3,32 @@
 Every command that reads a weights file goes through here, so each format is read the safe way:
 our checkpoints with `torch.load(weights_only=True)`, official Scaled-YOLOv4 `.pt` files and any other
 pickle through the restricted unpickler, darknet `.cfg`/`.weights` as plain text and floats.
+Each model comes back with the input geometry its weights were made for (`model.geometry`).
+
+A member name instead of a file builds the member with random weights, and says so on stderr: a
+user who expects the released COCO weights would otherwise get garbage without a word.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from scaledyolo.errors import UserError
+from scaledyolo.geometry import DARKNET_GEOMETRY, OFFICIAL_GEOMETRY
 from scaledyolo.models.spec import MEMBERS
 from scaledyolo.models.yolo import YOLO, build_model
+
+LOGGER = logging.getLogger("scaledyolo")
+
+
+def random_weights_notice(name: str) -> str:
+    """The one line said whenever a member name stands where weights were expected."""
+    return (f"'{name}' is a model name, not a weights file: its weights are RANDOM (detections mean nothing). "
+            f"Released weights: `scaledyolo weights` lists them and where they are published; darknet files "
+            f"convert with `scaledyolo convert NAME.cfg NAME.weights -o NAME.pt`, official .pt files load as they are")
 
 
 def default_names(num_classes: int) -> list[str]:
@@ -43,6 +58,7 @@ def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
         weights = cfg.with_suffix(".weights")
     model = model_from_cfg(cfg, weights)
     model.names = _names_beside(cfg, model.num_classes)
+    model.geometry = DARKNET_GEOMETRY
     return model
 
 
@@ -72,6 +88,7 @@ def _load_file(path: Path, weights: str | Path | None) -> YOLO:
 
         model = load_official(path)
         model.names = default_names(model.num_classes)
+        model.geometry = OFFICIAL_GEOMETRY
         return model
     raise UserError("not a model file: expected a scaledyolo checkpoint, an official Scaled-YOLOv4 .pt or a "
                     "darknet .cfg (with its .weights)", path)
@@ -83,12 +100,15 @@ def load_model(path: str | Path, weights: str | Path | None = None, device: str 
 
     `path`: our checkpoint, a darknet `.cfg` (its `.weights` beside it with the same stem, or
     `weights=`; class names from a `.names` file beside it), an official Scaled-YOLOv4 `.pt`, or a
-    member name (random weights). `num_classes`, when given, must match the weights' class count.
+    member name (random weights, said on stderr). `num_classes`, when given, must match the weights'
+    class count. Our checkpoints also bring their training size (`spec.img_size`), data YAML
+    (`.data_yaml`) and input geometry (`.geometry`), which predict, val, bench and export default to.
     """
     p = Path(path)
     if p.is_file():
         model = _load_file(p, weights)
     elif str(path).lower() in MEMBERS and not p.exists():
+        LOGGER.warning(random_weights_notice(str(path)))
         model = build_model(str(path).lower(), num_classes=num_classes or 80)
         model.names = default_names(model.num_classes)
     elif p.is_dir():

@@ -32,17 +32,21 @@ def _prepared(model: "YOLO", half: bool) -> "YOLO":
     return export.half() if half else export
 
 
-def _check_size(model: "YOLO", img: int) -> None:
+def _check_size(model: "YOLO", img: int | None) -> int:
+    """`img`, or the model's own size (for our checkpoints: the training size), checked against the stride."""
+    img = model.spec.img_size if img is None else img
     stride = model.spec.max_stride
     if img <= 0 or img % stride:
         raise UserError(f"--img {img} must be a positive multiple of the model's max stride {stride}")
+    return img
 
 
-def export_onnx(model: "YOLO", output: str | Path, img: int = 640, dynamic: bool = False, half: bool = False,
+def export_onnx(model: "YOLO", output: str | Path, img: int | None = None, dynamic: bool = False, half: bool = False,
                 batch: int = 1, opset: int = OPSET) -> Path:
-    """Write an ONNX model (input `images`, output `output`); `dynamic` makes batch, height and width free."""
+    """Write an ONNX model (input `images`, output `output`) traced at `img` (default: the model's size,
+    for our checkpoints the training size); `dynamic` makes batch, height and width free."""
     output = Path(output)
-    _check_size(model, img)
+    img = _check_size(model, img)
     if opset < 17:
         raise UserError(f"opset {opset} is too old; use 17 or newer")
     export = _prepared(model, half)
@@ -70,10 +74,10 @@ def _check_onnx(path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
-def export_torchscript(model: "YOLO", output: str | Path, img: int = 640, half: bool = False) -> Path:
-    """Write a traced and frozen TorchScript module (fixed input size `img`)."""
+def export_torchscript(model: "YOLO", output: str | Path, img: int | None = None, half: bool = False) -> Path:
+    """Write a traced and frozen TorchScript module (fixed input size `img`, default the model's)."""
     output = Path(output)
-    _check_size(model, img)
+    img = _check_size(model, img)
     export = _prepared(model, half)
     x = torch.zeros(1, 3, img, img, dtype=torch.float16 if half else torch.float32)
     with warnings.catch_warnings():

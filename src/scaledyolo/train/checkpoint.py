@@ -2,6 +2,11 @@
 
 Keys: `format` ("scaledyolo-v1"), `spec` (ModelSpec as a dict), `names`, `state_dict`, and optionally
 `ema`, `optimizer`, `epoch`, `hyp`, `metrics`, plus any plain-data extras (`extra`).
+
+How the model is meant to be run, so that commands and the API need no flags to use it as trained:
+`img_size` (the training size; the loaded model's `spec.img_size`, which every command defaults to),
+`geometry` ("square" or "rect" input, `scaledyolo.geometry`) and `data` (the absolute path of the
+training data YAML, which `val` uses when given no `--data`; it is only ever read, never written).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import torch
 
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path
+from scaledyolo.geometry import check_geometry
 from scaledyolo.models.spec import ModelSpec
 from scaledyolo.models.yolo import YOLO
 
 FORMAT = "scaledyolo-v1"
+MAX_IMG_SIZE = 16384  # a larger recorded training size is a damaged file, not a model
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -33,14 +40,27 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
                     epoch: int | None = None, hyp: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None) -> dict[str, Any]:
-    """The checkpoint dict for `model` (unwrapped from DDP by the caller)."""
+                    extra: dict | None = None, img_size: int | None = None, data: str | Path | None = None,
+                    geometry: str | None = None) -> dict[str, Any]:
+    """The checkpoint dict for `model` (unwrapped from DDP by the caller).
+
+    `img_size`, `data` and `geometry` default to what `model` carries (`spec.img_size`, and the
+    `data_yaml` / `geometry` attributes `model_from_checkpoint` and the loaders set), so a converted or
+    re-saved model keeps them.
+    """
     ckpt: dict[str, Any] = {
         "format": FORMAT,
         "spec": model.spec.to_dict(),
         "names": list(model.names),
         "state_dict": _cpu_state(model),
+        "img_size": int(img_size or model.spec.img_size),
     }
+    data = data if data is not None else getattr(model, "data_yaml", None)
+    if data is not None:
+        ckpt["data"] = str(Path(data).resolve())
+    geometry = geometry or getattr(model, "geometry", None)
+    if geometry is not None:
+        ckpt["geometry"] = check_geometry(geometry)
     if ema is not None:
         ckpt["ema"] = _cpu_state(ema)
     if optimizer is not None:
@@ -82,7 +102,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, path: str | Path | None = None) -> YOLO:
-    """Rebuild the model of a checkpoint (the EMA weights when present and `use_ema`)."""
+    """Rebuild the model of a checkpoint (the EMA weights when present and `use_ema`), with the size,
+    data YAML and geometry it records (`spec.img_size`, `.data_yaml`, `.geometry`; None where not recorded)."""
     spec = ModelSpec.from_dict(ckpt["spec"])
     model = YOLO(spec)
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["state_dict"]
@@ -91,4 +112,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, path: str 
     except RuntimeError as exc:
         raise UserError(f"weights do not fit the model spec ({str(exc).splitlines()[0][:200]})", path) from None
     model.names = list(ckpt.get("names") or model.names)
+    img_size, data, geometry = ckpt.get("img_size"), ckpt.get("data"), ckpt.get("geometry")
+    if img_size is not None:
+        if not isinstance(img_size, int) or isinstance(img_size, bool) or not 0 < img_size <= MAX_IMG_SIZE:
+            raise UserError(f"damaged checkpoint: img_size {img_size!r} is not a size in 1-{MAX_IMG_SIZE}", path)
+        model.spec = model.spec.replace(img_size=img_size)
+    if data is not None and not isinstance(data, str):
+        raise UserError(f"damaged checkpoint: data {data!r} is not a path", path)
+    model.data_yaml = data
+    model.geometry = None if geometry is None else check_geometry(geometry, path)
     return model

@@ -33,6 +33,7 @@ from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.eval.plots import plot_batch
 from scaledyolo.files import atomic_path, atomic_write_text
+from scaledyolo.geometry import TRAINED_GEOMETRY
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import MEMBERS, ModelSpec, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
@@ -537,11 +538,12 @@ class _Trainer:
         model = unwrap(self.model)
         extra = {"args": self.args, "best_fitness": self.best_fitness, "results": self.rows,
                  "ema_updates": self.ema.updates, "rng": rng_state()}
+        trained = {"img_size": self.img, "data": self.data_cfg.file, "geometry": TRAINED_GEOMETRY}  # the defaults
         save_checkpoint(self.wdir / "last.pt", model, ema=self.ema.ema, optimizer=self.optimizer, epoch=epoch,
-                        hyp=self.hyp, metrics=row, extra=extra)
+                        hyp=self.hyp, metrics=row, extra=extra, **trained)
         if improved:
             save_checkpoint(self.wdir / "best.pt", model, ema=self.ema.ema, epoch=epoch, hyp=self.hyp, metrics=row,
-                            extra={"args": self.args, "best_fitness": self.best_fitness})
+                            extra={"args": self.args, "best_fitness": self.best_fitness}, **trained)
         write_csv_atomic(self.run_dir / "results.csv", self.rows)
         if self.args["plots"]:
             plot_results(self.run_dir / "results.csv")
