@@ -38,13 +38,13 @@ MODULES: dict[str, list[str]] = {
     "ops/nms.py": ["tests/test_ops.py"],
     "train/loss.py": ["tests/test_loss_reference.py"],
     "eval/metrics.py": ["tests/test_eval.py"],
-    "data/augment.py": ["tests/test_augment.py"],
+    "data/augment.py": ["tests/test_augment.py", "tests/test_data.py"],
     "interop/unpickler.py": ["tests/test_security.py", "tests/test_security_names.py"],
     "interop/darknet.py": ["tests/test_interop.py"],
     "interop/official.py": ["tests/test_interop.py"],
     "models/yolo.py": ["tests/test_loss_reference.py", "tests/test_models.py"],
 }
-SUPPORT = ["tests/conftest.py", "tests/official_standins.py", "tests/fixtures"]  # what the tests import or read
+SUPPORT = ["tests/conftest.py", "tests/official_standins.py", "tests/iou_reference.py", "tests/fixtures"]  # what the tests import or read
 KILLED = {1, 3, 24, -24, 36, 152, 255}  # failed test, pytest error, timeout: the mutant was detected
 SURVIVED = {0}
 
