@@ -359,3 +359,30 @@ def test_scale_boxes_inverts_the_data_letterbox(h, w, size, auto, fx, fy, fw, fh
     assert torch.allclose(back, box, atol=1e-3)
     back = scale_boxes(inside.clone(), boxed.shape[:2], (h, w), ratio_pad=((rh, rw), (padw, padh)))  # loader order
     assert torch.allclose(back, box, atol=1e-3)
+
+
+def test_bbox_iou_broadcasts_like_box_iou():
+    """(N, 1, 4) against (1, M, 4) and single (4,) boxes, corners or centres: the pairwise IoU matrix."""
+    a, b = random_boxes(7, 21), random_boxes(5, 22)
+    full = box_iou(a, b)
+    assert torch.allclose(bbox_iou(a[:, None], b[None], xywh=False, kind="iou"), full, atol=1e-6)
+    assert torch.allclose(bbox_iou(xyxy2xywh(a)[:, None], xyxy2xywh(b)[None], kind="iou"), full, atol=1e-5)
+    assert bbox_iou(a[0], b[0], xywh=False, kind="iou").item() == pytest.approx(full[0, 0].item(), abs=1e-6)
+
+
+def test_non_max_suppression_score_exactly_at_conf_thres_is_dropped():
+    """A candidate needs a score strictly above conf_thres, with one label per box or several."""
+    pred = make_pred([[50, 50, 20, 20], [150, 150, 20, 20]], [1.0, 1.0], [[0.5, 0.0], [0.75, 0.5]])
+    (single,) = non_max_suppression(pred, conf_thres=0.5)
+    assert single[:, 4].tolist() == [0.75]
+    (multi,) = non_max_suppression(pred, conf_thres=0.5, multi_label=True)
+    assert multi[:, 4].tolist() == [0.75] and multi[:, 5].tolist() == [0.0]
+
+
+def test_non_max_suppression_accepts_thresholds_at_the_ends():
+    pred = make_pred([[50, 50, 20, 20], [51, 50, 20, 20]], [0.9, 0.8], [[1.0], [1.0]])
+    assert len(non_max_suppression(pred, conf_thres=0.0, iou_thres=1.0)[0]) == 2  # IoU 1 suppresses nothing
+    assert len(non_max_suppression(pred, conf_thres=0.0, iou_thres=0.0)[0]) == 1
+    for conf, iou in ((-0.1, 0.5), (0.5, 1.1), (1.1, 0.5), (0.5, -0.1)):
+        with pytest.raises(ValueError):
+            non_max_suppression(pred, conf_thres=conf, iou_thres=iou)
