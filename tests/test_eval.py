@@ -159,6 +159,26 @@ def test_confusion_matrix_counts():
     assert m.sum() == 4
 
 
+def test_confusion_matrix_accumulates_with_the_default_thresholds():
+    """Counts add up over images; by default a pair matches above IoU 0.45 (0.5 does, 0.4 does not)."""
+    cm = ConfusionMatrix(nc=2)
+    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)
+    det = np.array([[0, 0, 10, 5, 0.3, 0], [20, 20, 30, 24, 0.9, 1], [70, 70, 80, 80, 0.2, 1]])  # IoU 0.5, 0.4
+    for _ in range(2):
+        cm.update(det, np.array([[0], [1]]), gt_boxes)  # classes as a column, as label arrays hold them
+    assert cm.matrix[0, 0] == 2  # matched twice
+    assert cm.matrix[2, 1] == 2 and cm.matrix[1, 2] == 2  # IoU 0.4: a miss and a false detection, twice
+    assert cm.matrix.sum() == 6  # the 0.2-score detection is below the default conf 0.25
+
+
+def test_match_detections_takes_ground_truth_classes_in_any_shape():
+    det = np.array([[0, 0, 10, 10, 0.9, 1], [20, 20, 30, 30, 0.8, 0]])
+    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)
+    flat = match_detections(det, np.array([1, 0]), gt_boxes)[1]
+    column = match_detections(det, np.array([[1], [0]]), gt_boxes)[1]
+    assert flat.all() and np.array_equal(flat, column)
+
+
 def test_image_and_category_id_rules():
     assert image_id_from_path("/data/images/000000397133.jpg") == 397133
     assert image_id_from_path("raccoon-12.jpg") == "raccoon-12"
