@@ -112,6 +112,22 @@ def test_101_point_ap_by_hand_where_11_point_differs():
     assert result.ap[0, 0] == pytest.approx((26 * 1 + 25 * 2 / 3) / 101, abs=1e-12)
 
 
+def test_tied_scores_keep_detection_order_as_pycocotools_does():
+    """pycocotools sorts by score with a stable sort: among equal scores the earlier detection counts
+    first, and AP depends on that order. 100 detections at 4 score levels, every other one correct."""
+    rng = np.random.default_rng(0)
+    conf = rng.integers(1, 5, 100) / 5.0
+    tp = (np.arange(100) % 2 == 0)[:, None]
+    result = ap_per_class(tp, conf, np.zeros(100), np.zeros(50), nc=1)
+    order = np.argsort(-conf, kind="stable")
+    hits = np.cumsum(tp[order, 0])
+    recall, precision = hits / 50, hits / np.arange(1, 101)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    expected = np.mean([envelope[np.searchsorted(recall, r, side="left")] if r <= recall[-1] else 0.0
+                        for r in np.linspace(0, 1, 101)])
+    assert result.ap[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
 def test_perfect_predictions_score_one_in_both():
     dataset, _ = synthetic_case(3)
     preds = []
