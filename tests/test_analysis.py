@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
+from optional_components import require
 from scaledyolo import build_model
 from scaledyolo.models.analysis import count_flops, model_report, paper_report
 
-thop = pytest.importorskip("thop")
+thop = require("thop")
 
 
 @pytest.mark.parametrize("name,size", [("yolov4-tiny", 416), ("yolov4-csp", 640)])

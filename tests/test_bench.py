@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from optional_components import require
 import scaledyolo
 from scaledyolo.bench import benchmark
 from scaledyolo.cli import main
@@ -119,7 +120,7 @@ def test_bench_subnet_costs_less() -> None:
 
 
 def test_bench_onnxruntime_backend() -> None:
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime")
     result = benchmark("yolov4-tiny", img=64, runs=1, warmup=0, backend="onnxruntime")
     assert result["backend"] == "onnxruntime" and result["latency_ms"] > 0
 

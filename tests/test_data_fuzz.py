@@ -67,6 +67,23 @@ def test_voc_parser_returns_boxes_or_a_label_error(noise, at):
         assert boxes.shape == (len(classes), 4) and (classes == 0).all()
 
 
+voc_objects = st.lists(st.tuples(st.sampled_from(["a", "b", "c d"]), st.integers(0, 5000), st.integers(0, 5000),
+                                  st.integers(1, 900), st.integers(1, 900)), max_size=6)
+
+
+@FAST
+@given(voc_objects, st.sampled_from(["utf-8", "latin-1"]))
+def test_voc_parser_reads_valid_files_exactly(objects, encoding):
+    """The good path: every object of a well-formed annotation comes back, in order, with its box."""
+    body = "".join(f"<object><name> {n} </name><pose>Unspecified</pose><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
+                   f"<xmax>{x + w}.5</xmax><ymax>{y + h}</ymax></bndbox></object>" for n, x, y, w, h in objects)
+    xml = f'<?xml version="1.0" encoding="{encoding}"?><annotation><filename>ä.jpg</filename>{body}</annotation>'
+    classes, boxes = formats.parse_voc(xml.encode(encoding), ["a", "b", "c d"])
+    assert classes.tolist() == [["a", "b", "c d"].index(n) for n, *_ in objects]
+    np.testing.assert_array_equal(boxes, np.array([[x, y, x + w + 0.5, y + h] for _, x, y, w, h in objects],
+                                                  dtype=np.float64).reshape(-1, 4))
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-5, 50) | st.text(max_size=5),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
                            max_leaves=12)
@@ -95,6 +112,59 @@ def test_coco_reader_returns_samples_or_a_user_error(tmp_path, doc):
     for sample in split.samples:
         assert sample.problem or (len(sample.classes) == len(sample.boxes)
                                   and ((sample.classes >= 0) & (sample.classes < len(split.names))).all())
+
+
+coco_valid = st.tuples(
+    st.lists(st.integers(1, 90), min_size=1, max_size=4, unique=True),  # category ids, any order
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=4, unique=True),  # image ids
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.floats(0, 500), st.floats(0, 500), st.floats(0.5, 300),
+                       st.floats(0.5, 300), st.booleans()), max_size=8))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coco_valid)
+def test_coco_reader_reads_valid_files_exactly(tmp_path, case):
+    """The good path: names sorted by category id, contiguous classes, xywh -> xyxy, crowds left out."""
+    cat_ids, image_ids, anns = case
+    doc = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in image_ids],
+           "categories": [{"id": c, "name": f"n{c}"} for c in cat_ids], "annotations": []}
+    for k, (img, cat, x, y, w, h, crowd) in enumerate(anns):
+        doc["annotations"].append({"id": k, "image_id": image_ids[img % len(image_ids)],
+                                   "category_id": cat_ids[cat % len(cat_ids)], "bbox": [x, y, w, h],
+                                   "iscrowd": int(crowd), "area": w * h})
+    f = tmp_path / "ann.json"
+    f.write_text(json.dumps(doc))
+    split = formats.read_coco(tmp_path, f)
+    order = sorted(cat_ids)
+    assert split.category_ids == order and split.names == [f"n{c}" for c in order]
+    assert [s.image_id for s in split.samples] == image_ids
+    for sample in split.samples:
+        assert sample.problem is None and sample.image == tmp_path / f"{sample.image_id}.jpg"
+        mine = [a for a in doc["annotations"] if a["image_id"] == sample.image_id and not a["iscrowd"]]
+        assert sample.classes.tolist() == [order.index(a["category_id"]) for a in mine]
+        want = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)]
+        np.testing.assert_array_equal(sample.boxes, np.array(want, dtype=np.float64).reshape(-1, 4))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet="abcdefgh xyz_-", min_size=1, max_size=8), min_size=1, max_size=5),
+       st.booleans(), st.sampled_from([["train"], ["val"], ["train", "val"], ["train", "val", "test"]]),
+       st.booleans())
+def test_data_yaml_reads_valid_files_exactly(tmp_path, names, as_mapping, splits, relative):
+    """The good path: names (list or {id: name}) and every split given come back, resolved under path."""
+    root = tmp_path / "data"
+    for s in splits:
+        (root / "images" / s).mkdir(parents=True, exist_ok=True)
+    doc = {"path": "data" if relative else str(root),
+           "names": {i: n for i, n in enumerate(names)} if as_mapping else names}
+    doc.update({s: f"images/{s}" for s in splits})
+    f = tmp_path / "d.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    cfg = load_data_config(f)
+    assert cfg.names == names and cfg.nc == len(names) and cfg.path == root.resolve()
+    assert sorted(cfg.splits) == sorted(splits)
+    for s in splits:
+        assert cfg.splits[s].kind == "folder" and cfg.splits[s].sources == [(root / "images" / s).resolve()]
 
 
 yaml_value = st.one_of(json_values, st.sampled_from(["images", "labels", "x.txt", "nowhere", ".", "ann.json"]),

@@ -62,11 +62,70 @@ def test_matcher_agrees_with_pycocotools(seed):
     coco = coco_evaluate(ground_truth(dataset), results)
     own = own_metrics(dataset, rounded, nc)
     assert 0.1 < coco["map"] < 0.9  # a realistic, non-degenerate case
-    assert abs(own.map - coco["map"]) <= 0.005
-    assert abs(own.map50 - coco["map50"]) <= 0.005
-    assert abs(own.map75 - coco["map75"]) <= 0.005
+    # the same predictions, the same rules: the same numbers (up to float summation order)
+    assert abs(own.map - coco["map"]) <= 1e-9
+    assert abs(own.map50 - coco["map50"]) <= 1e-9
+    assert abs(own.map75 - coco["map75"]) <= 1e-9
     for c, row in enumerate(coco["per_class"]):
-        assert abs(own.ap[c].mean() - row["ap"]) <= 0.01
+        assert abs(own.ap[c].mean() - row["ap"]) <= 1e-9
+
+
+def single_image_case(gt_boxes, dets, nc=1):
+    """One 100 x 100 image: ground-truth xyxy boxes (class 0) and detections (x1, y1, x2, y2, score, class)."""
+    h = w = 100
+    gt = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    lab = np.concatenate([np.zeros((len(gt), 1)), (gt[:, :2] + gt[:, 2:]) / 2 / w, (gt[:, 2:] - gt[:, :2]) / w], 1)
+    dataset = SimpleNamespace(labels=[lab], shapes=[(h, w)], image_files=["000000.jpg"], image_ids=[0],
+                              names=[f"c{i}" for i in range(nc)])
+    return dataset, [np.asarray(dets, np.float64).reshape(-1, 6)]
+
+
+def test_iou_exactly_one_half_is_a_match_as_in_pycocotools():
+    """pycocotools matches at IoU >= threshold; IoU exactly 0.5 (50 / 100) counts at 0.5 and no higher."""
+    dataset, preds = single_image_case([[0, 0, 10, 10]], [[0, 0, 10, 5, 0.9, 0]])
+    _, tp = match_detections(preds[0], np.zeros(1), np.array([[0.0, 0.0, 10.0, 10.0]]))
+    assert tp[0].tolist() == [True] + [False] * 9
+    own = own_metrics(dataset, preds, 1)
+    coco = coco_evaluate(ground_truth(dataset), results_json([0], preds, category_id_map(dataset.names)))
+    assert coco["map50"] == pytest.approx(1.0) and own.map50 == pytest.approx(1.0)
+    assert abs(own.map - coco["map"]) <= 1e-9 and own.map == pytest.approx(0.1)
+    # a hair below 0.5: no match in either
+    dataset, preds = single_image_case([[0, 0, 10, 10]], [[0, 0, 10, 4.999, 0.9, 0]])
+    coco = coco_evaluate(ground_truth(dataset), results_json([0], preds, category_id_map(dataset.names)))
+    assert coco["map50"] == 0.0 and own_metrics(dataset, preds, 1).map50 == 0.0
+
+
+def test_101_point_ap_by_hand_where_11_point_differs():
+    """9 ground truths, one detection, correct: recall 1/9 at precision 1, nothing beyond.
+    101-point AP = (points 0.00..0.11: 12) / 101; 11-point (VOC07) would be (0.0, 0.1: 2) / 11."""
+    ap101, ap11 = 12 / 101, 2 / 11
+    assert ap11 - ap101 > 0.05
+    result = ap_per_class(np.array([[True]]), np.array([0.9]), np.array([0]), np.zeros(9), nc=1)
+    assert result.ap[0, 0] == pytest.approx(ap101, abs=1e-12)
+    gt = [[10 * i, 0, 10 * i + 8, 8] for i in range(9)]
+    dataset, preds = single_image_case(gt, [[0, 0, 8, 8, 0.9, 0]])
+    coco = coco_evaluate(ground_truth(dataset), results_json([0], preds, category_id_map(dataset.names)))
+    assert coco["map50"] == pytest.approx(ap101, abs=1e-9)
+    # and a two-step envelope: TP, FP, TP over 4 ground truths -> precision 1 to recall 0.25, 2/3 to 0.5
+    result = ap_per_class(np.array([[True], [False], [True]]), np.array([0.9, 0.8, 0.7]), np.zeros(3),
+                          np.zeros(4), nc=1)
+    assert result.ap[0, 0] == pytest.approx((26 * 1 + 25 * 2 / 3) / 101, abs=1e-12)
+
+
+def test_tied_scores_keep_detection_order_as_pycocotools_does():
+    """pycocotools sorts by score with a stable sort: among equal scores the earlier detection counts
+    first, and AP depends on that order. 100 detections at 4 score levels, every other one correct."""
+    rng = np.random.default_rng(0)
+    conf = rng.integers(1, 5, 100) / 5.0
+    tp = (np.arange(100) % 2 == 0)[:, None]
+    result = ap_per_class(tp, conf, np.zeros(100), np.zeros(50), nc=1)
+    order = np.argsort(-conf, kind="stable")
+    hits = np.cumsum(tp[order, 0])
+    recall, precision = hits / 50, hits / np.arange(1, 101)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    expected = np.mean([envelope[np.searchsorted(recall, r, side="left")] if r <= recall[-1] else 0.0
+                        for r in np.linspace(0, 1, 101)])
+    assert result.ap[0, 0] == pytest.approx(expected, abs=1e-12)
 
 
 def test_perfect_predictions_score_one_in_both():
@@ -114,6 +173,26 @@ def test_confusion_matrix_counts():
     assert m[2, 1] == 1  # the low-score detection is ignored: its box is missed
     assert m[1, 2] == 1  # a detection on background
     assert m.sum() == 4
+
+
+def test_confusion_matrix_accumulates_with_the_default_thresholds():
+    """Counts add up over images; by default a pair matches above IoU 0.45 (0.5 does, 0.4 does not)."""
+    cm = ConfusionMatrix(nc=2)
+    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)
+    det = np.array([[0, 0, 10, 5, 0.3, 0], [20, 20, 30, 24, 0.9, 1], [70, 70, 80, 80, 0.2, 1]])  # IoU 0.5, 0.4
+    for _ in range(2):
+        cm.update(det, np.array([[0], [1]]), gt_boxes)  # classes as a column, as label arrays hold them
+    assert cm.matrix[0, 0] == 2  # matched twice
+    assert cm.matrix[2, 1] == 2 and cm.matrix[1, 2] == 2  # IoU 0.4: a miss and a false detection, twice
+    assert cm.matrix.sum() == 6  # the 0.2-score detection is below the default conf 0.25
+
+
+def test_match_detections_takes_ground_truth_classes_in_any_shape():
+    det = np.array([[0, 0, 10, 10, 0.9, 1], [20, 20, 30, 30, 0.8, 0]])
+    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)
+    flat = match_detections(det, np.array([1, 0]), gt_boxes)[1]
+    column = match_detections(det, np.array([[1], [0]]), gt_boxes)[1]
+    assert flat.all() and np.array_equal(flat, column)
 
 
 def test_image_and_category_id_rules():
@@ -260,8 +339,8 @@ def test_validate_saved_json_rescored_by_pycocotools_matches(synthetic_root, tmp
     result = validate(model, loader, dataset, names=dataset.names, save_json=tmp_path / "pred.json",
                       plots_dir=tmp_path / "plots", progress=False)
     direct = pycocotools_direct(yolo_txt_ground_truth(synthetic_root, "val", dataset.nc), tmp_path / "pred.json")
-    assert [result["map"], result["map50"], result["map75"]] == pytest.approx(direct, abs=0.005)
-    assert [result["own"]["map"], result["own"]["map50"]] == pytest.approx(direct[:2], abs=0.005)
+    assert [result["map"], result["map50"], result["map75"]] == pytest.approx(direct, abs=1e-9)  # pycocotools both
+    assert [result["own"]["map"], result["own"]["map50"]] == pytest.approx(direct[:2], abs=0.005)  # unrounded boxes
     if noise == 0:
         assert result["map"] == pytest.approx(1.0, abs=1e-6)
     else:
@@ -338,7 +417,7 @@ def test_val_cli_json_equals_pycocotools_on_its_saved_json(raccoon, tmp_path, ca
     assert saved and {r["category_id"] for r in saved} == {0}
     assert {r["image_id"] for r in saved} <= {p.stem for p in (raccoon / "images").glob("*.jpg")}
     direct = pycocotools_direct(voc_ground_truth(raccoon), tmp_path / "pred.json")
-    assert [report["map"], report["map50"], report["map75"]] == pytest.approx(direct, abs=0.005)
+    assert [report["map"], report["map50"], report["map75"]] == pytest.approx(direct, abs=1e-9)
 
 
 def test_val_cli_table_tta_and_plots(raccoon, tmp_path, capsys):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from optional_components import require
 import scaledyolo
 from scaledyolo import build_model
 from scaledyolo.errors import UserError
@@ -79,7 +80,8 @@ def test_reference_cfg_is_the_named_member(name):
 
 def opencv_rows(model, cfg: Path, x: torch.Tensor) -> list[np.ndarray]:
     """OpenCV DNN's per-yolo-layer rows, ordered like our levels."""
-    cv2 = pytest.importorskip("cv2")
+    import cv2
+
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(cfg.with_suffix(".weights")))
     net.setInput(x.numpy())
     names = net.getUnconnectedOutLayersNames()
@@ -334,7 +336,7 @@ def test_restricted_unpickler_keeps_plain_data(tmp_path):
 
 
 def test_onnx_export_matches_torch_in_onnx_runtime(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = require("onnxruntime")
     model = randomize(build_model("yolov4-tiny", num_classes=3))
     ckpt = tmp_path / "tiny.pt"
     from scaledyolo.train.checkpoint import save_checkpoint

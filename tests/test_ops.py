@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iou_reference import iou_family
 from scaledyolo.ops import nms as nms_module
 from scaledyolo.ops.boxes import bbox_iou, box_iou, clip_boxes, scale_boxes, xywh2xyxy, xyxy2xywh
 from scaledyolo.ops.nms import batched_nms, nms, non_max_suppression
@@ -108,6 +109,45 @@ def test_ciou_gradient_flows_and_improves_overlap():
     assert bbox_iou(pred, target, kind="ciou").item() > max(before + 0.4, 0.8)
 
 
+def random_xywh(n: int, seed: int) -> torch.Tensor:
+    """Float64 centre/size boxes with widths and heights drawn independently (aspect 1/30..30)."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 60
+    wh = torch.exp(torch.rand(n, 2, generator=g, dtype=torch.float64) * 3.4) + 0.5
+    return torch.cat((xy, wh), 1)
+
+
+@pytest.mark.parametrize("kind", ["iou", "giou", "diou", "ciou"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_iou_family_equals_the_papers_formulas_on_non_square_boxes(kind, seed):
+    a, b = random_xywh(400, seed), random_xywh(400, seed + 10)
+    b[:100] = a[:100] + torch.randn(100, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2
+    b[:100, 2:] = b[:100, 2:].abs() + 0.5  # a quarter overlapping heavily, the rest anywhere
+    assert ((a[:, 2] / a[:, 3] - 1).abs() > 0.2).float().mean() > 0.8  # mostly far from square
+    expected = iou_family(a, b, kind)
+    assert torch.allclose(bbox_iou(a, b, xywh=True, kind=kind), expected, rtol=0, atol=1e-6)
+    assert torch.allclose(bbox_iou(xywh2xyxy(a), xywh2xyxy(b), xywh=False, kind=kind), expected, rtol=0, atol=1e-6)
+    assert torch.allclose(bbox_iou(a.float(), b.float(), kind=kind).double(), expected, rtol=0, atol=2e-5)
+    if kind == "ciou":  # swapping w and h of one box changes the aspect term (unless square)
+        swapped = a[:, [0, 1, 3, 2]]
+        assert (bbox_iou(swapped, b, kind=kind) - expected).abs().max() > 0.01
+        assert torch.allclose(bbox_iou(swapped, b, kind=kind), iou_family(swapped, b, kind), atol=1e-6)
+
+
+def test_ciou_alpha_is_a_constant_in_the_gradient():
+    """d CIoU / d box equals the paper's gradient with alpha held constant, not the one through alpha."""
+    a, b = random_xywh(200, 5), random_xywh(200, 6)
+    b[:, :2] = a[:, :2] + (b[:, :2] - 30) / 10  # overlapping pairs: alpha matters
+    pred = a.clone().requires_grad_()
+    (ours,) = torch.autograd.grad(bbox_iou(pred, b, kind="ciou").sum(), pred)
+    ref_pred = a.clone().requires_grad_()
+    (constant,) = torch.autograd.grad(iou_family(ref_pred, b, "ciou").sum(), ref_pred)
+    ref_pred = a.clone().requires_grad_()
+    (through,) = torch.autograd.grad(iou_family(ref_pred, b, "ciou", alpha_grad=True).sum(), ref_pred)
+    assert (constant - through).abs().max() > 1e-3  # the two readings differ on these boxes
+    assert torch.allclose(ours, constant, rtol=1e-5, atol=1e-7)
+
+
 def test_box_iou_gradcheck():
     a = random_boxes(6, 3).double().requires_grad_()
     b = random_boxes(4, 4).double()
@@ -197,6 +237,46 @@ def test_nms_class_awareness():
     assert nms(boxes, scores, 0.5).tolist() == [0]
 
 
+def test_nms_keeps_two_boxes_whose_float32_iou_equals_the_threshold():
+    """Suppression needs IoU strictly above the threshold: at exactly the threshold both stay."""
+    a, b = [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]  # IoU 50 / 100 = 0.5 exactly in float32
+    boxes, scores = torch.tensor([a, b]), torch.tensor([0.9, 0.8])
+    assert box_iou(boxes[:1], boxes[1:]).item() == 0.5
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]
+    assert batched_nms(boxes, scores, torch.tensor([3, 3]), 0.5).tolist() == [0, 1]
+    below = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    assert nms(boxes, scores, below).tolist() == [0]
+    for seed in range(5):  # random pairs: the threshold is their own float32 IoU
+        pair = random_boxes(2, seed, size=40, max_wh=60)
+        thr = box_iou(pair[:1], pair[1:]).item()
+        assert 0 < thr < 1
+        assert nms(pair, scores, thr).tolist() == [0, 1]
+        assert nms(pair, scores, float(np.nextafter(np.float32(thr), np.float32(0)))).tolist() == [0]
+    pred = make_pred([[5, 5, 10, 10], [5, 2.5, 10, 5]], [0.9, 0.8], [[1.0], [1.0]])
+    assert len(non_max_suppression(pred, conf_thres=0.1, iou_thres=0.5)[0]) == 2
+    assert len(non_max_suppression(pred, conf_thres=0.1, iou_thres=below)[0]) == 1
+
+
+def test_class_aware_nms_across_blocks_without_early_stop(monkeypatch):
+    """Later blocks are checked against earlier kept boxes of their own class only."""
+    monkeypatch.setitem(nms_module.BLOCK, "cpu", 32)
+    boxes = random_boxes(300, 9, size=150)
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(9))
+    idxs = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(19))
+    reference = naive_nms(boxes, scores, 0.3, idxs)
+    assert len(reference) > 64  # several blocks contribute
+    assert batched_nms(boxes, scores, idxs, 0.3, max_keep=10_000).tolist() == reference
+
+
+def test_batched_nms_one_class_large_input(monkeypatch):
+    monkeypatch.setattr(nms_module, "SINGLE_PASS_MAX", 50)
+    boxes = random_boxes(200, 4, size=200)
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(4))
+    same = torch.full((200,), 7)
+    for thr in (0.2, 0.6):
+        assert batched_nms(boxes, scores, same, thr).tolist() == naive_nms(boxes, scores, thr)
+
+
 def test_nms_max_keep_and_empty():
     boxes = torch.tensor([[float(20 * i), 0.0, float(20 * i + 10), 10.0] for i in range(500)])  # all disjoint
     scores = torch.rand(500, generator=torch.Generator().manual_seed(0))
@@ -279,3 +359,30 @@ def test_scale_boxes_inverts_the_data_letterbox(h, w, size, auto, fx, fy, fw, fh
     assert torch.allclose(back, box, atol=1e-3)
     back = scale_boxes(inside.clone(), boxed.shape[:2], (h, w), ratio_pad=((rh, rw), (padw, padh)))  # loader order
     assert torch.allclose(back, box, atol=1e-3)
+
+
+def test_bbox_iou_broadcasts_like_box_iou():
+    """(N, 1, 4) against (1, M, 4) and single (4,) boxes, corners or centres: the pairwise IoU matrix."""
+    a, b = random_boxes(7, 21), random_boxes(5, 22)
+    full = box_iou(a, b)
+    assert torch.allclose(bbox_iou(a[:, None], b[None], xywh=False, kind="iou"), full, atol=1e-6)
+    assert torch.allclose(bbox_iou(xyxy2xywh(a)[:, None], xyxy2xywh(b)[None], kind="iou"), full, atol=1e-5)
+    assert bbox_iou(a[0], b[0], xywh=False, kind="iou").item() == pytest.approx(full[0, 0].item(), abs=1e-6)
+
+
+def test_non_max_suppression_score_exactly_at_conf_thres_is_dropped():
+    """A candidate needs a score strictly above conf_thres, with one label per box or several."""
+    pred = make_pred([[50, 50, 20, 20], [150, 150, 20, 20]], [1.0, 1.0], [[0.5, 0.0], [0.75, 0.5]])
+    (single,) = non_max_suppression(pred, conf_thres=0.5)
+    assert single[:, 4].tolist() == [0.75]
+    (multi,) = non_max_suppression(pred, conf_thres=0.5, multi_label=True)
+    assert multi[:, 4].tolist() == [0.75] and multi[:, 5].tolist() == [0.0]
+
+
+def test_non_max_suppression_accepts_thresholds_at_the_ends():
+    pred = make_pred([[50, 50, 20, 20], [51, 50, 20, 20]], [0.9, 0.8], [[1.0], [1.0]])
+    assert len(non_max_suppression(pred, conf_thres=0.0, iou_thres=1.0)[0]) == 2  # IoU 1 suppresses nothing
+    assert len(non_max_suppression(pred, conf_thres=0.0, iou_thres=0.0)[0]) == 1
+    for conf, iou in ((-0.1, 0.5), (0.5, 1.1), (1.1, 0.5), (0.5, -0.1)):
+        with pytest.raises(ValueError):
+            non_max_suppression(pred, conf_thres=conf, iou_thres=iou)

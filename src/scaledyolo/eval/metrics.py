@@ -22,10 +22,15 @@ COCO_MAX_DETS = 100
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes a (n, 4) and b (m, 4) -> (n, m), via the package's box ops."""
+    """IoU of xyxy boxes a (n, 4) and b (m, 4) -> (n, m), via the package's box ops.
+
+    Exact, without box_iou's eps: pycocotools matches at IoU >= threshold, and an eps would turn an
+    IoU of exactly 0.5 into 0.4999999995, a miss. Zero-area pairs (0 / 0) count as IoU 0.
+    """
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    return box_iou(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))).numpy()
+    iou = box_iou(torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64)), eps=0.0)
+    return iou.nan_to_num(0.0).numpy()
 
 
 def match_detections(det: np.ndarray, gt_cls: np.ndarray, gt_boxes: np.ndarray,
