@@ -545,6 +545,36 @@ def test_image_damaged_after_the_check_is_replaced_not_fatal(tmp_path, caplog):
     assert any(ds.image_files[1] in r.getMessage() for r in caplog.records)
 
 
+def test_jpeg_missing_only_its_end_marker_is_used_and_reported(tmp_path, caplog):
+    """A real photo without its final FFD9 decodes exactly and counts; one cut inside its scan does not."""
+    from scaledyolo.data.checks import MISSING_END_NOTE, ImageError, decode_image
+
+    make_voc(tmp_path / "voc")
+    yml = tmp_path / "voc" / "voc.yaml"
+    no_end, cut = tmp_path / "voc" / "images" / "raccoon-61.jpg", tmp_path / "voc" / "images" / "raccoon-150.jpg"
+    data = no_end.read_bytes()
+    assert data[-2:] == b"\xff\xd9"
+    no_end.write_bytes(data[:-2])
+    notes: list[str] = []
+    assert np.array_equal(decode_image(no_end, check=True, notes=notes), cv2.imdecode(np.frombuffer(data, np.uint8), 1))
+    assert notes == [MISSING_END_NOTE] and no_end.read_bytes() == data[:-2]  # used in memory, never rewritten
+    with caplog.at_level("WARNING", logger="scaledyolo"):
+        ds = YoloDataset(yml, "train")
+    assert len(ds) == 6 and not ds.problems  # the full count
+    assert [w["file"] for w in ds.warned] == [str(no_end)]
+    assert any(str(no_end) in r.getMessage() and "end-of-image" in r.getMessage() for r in caplog.records)
+    img, (h0, w0), _ = ds.load_image(ds.image_files.index(str(no_end)))  # the training loader reads it too
+    assert (h0, w0) == cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[:2]
+
+    scan = cut.read_bytes()
+    cut.write_bytes(scan[: (scan.index(b"\xff\xda") + len(scan)) // 2])  # rows after the cut are missing
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        decode_image(cut, check=True)
+    ds = YoloDataset(yml, "train")
+    assert len(ds) == 5 and [p["file"] for p in ds.problems] == [str(cut)]
+    assert "last rows are missing" in ds.problems[0]["problem"]
+
+
 def test_jpeg_with_trailing_data_is_complete_and_truncated_jpeg_is_not(tmp_path):
     from scaledyolo.data.checks import ImageError, decode_image
 

@@ -15,6 +15,7 @@ import warnings
 from typing import Any, Callable
 
 from scaledyolo.errors import ScaledYoloError, UserError
+from scaledyolo.logs import install_cli_handler
 
 MEMBERS_HELP = "yolov4-tiny, yolov4-csp, yolov4-p5, yolov4-p6, yolov4-p7"
 
@@ -67,7 +68,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scaledyolo.train.trainer import train
 
-    train(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
+    model = args.model or (None if args.weights else "yolov4-csp")  # None: the architecture of --weights
+    train(model=model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
           project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
           workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,
           noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache, val=not args.noval,
@@ -223,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "validation each epoch. Writes PROJECT/NAME (then NAME2, ...): weights/last.pt, "
                                    "weights/best.pt, results.csv, results.png, args.yaml, batch pictures, TensorBoard "
                                    "events. Many GPUs or processes: torchrun --nproc_per_node K -m scaledyolo train ...")
-    p.add_argument("--model", default="yolov4-csp",
-                   help=f"member name ({MEMBERS_HELP}), spec YAML, or weights file to start from")
+    p.add_argument("--model", default=None,
+                   help=f"member name ({MEMBERS_HELP}), spec YAML, or weights file to start from "
+                        "(default: the architecture of --weights, else yolov4-csp)")
     p.add_argument("--data", help="data YAML")
     p.add_argument("--img", type=int, default=640, help="training and validation size in pixels")
     p.add_argument("--epochs", type=int, default=300, help="number of epochs")
@@ -358,11 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Other libraries' warnings (ours go through logging, see `scaledyolo.logs`) as one short line."""
     print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    install_cli_handler()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -2,14 +2,15 @@
 
 A source is an image file, a video file, a folder, a glob pattern, a stream URL or a webcam index.
 Files named one by one must be readable (else `UserError`); files found in a folder or by a glob
-that cannot be read are named in a warning and skipped, so one bad file never stops a long run.
+that cannot be read are named in a logged warning (`scaledyolo.logs`) and skipped, so one bad file
+never stops a long run.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from scaledyolo.data.checks import ImageError, decode_image
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path
 
+LOGGER = logging.getLogger("scaledyolo.media")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
@@ -40,12 +42,17 @@ class Frame:
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as 8-bit RGB (H, W, 3), EXIF orientation applied; grey, RGBA and 16-bit converted.
 
-    Raises `UserError` naming the file when it cannot be decoded (truncated JPEG/PNG included).
+    Raises `UserError` naming the file when it cannot be decoded (truncated JPEG/PNG included); a JPEG
+    that lacks only its end-of-image marker is used, with a logged warning.
     """
+    notes: list[str] = []
     try:
-        return cv2.cvtColor(decode_image(path, check=True), cv2.COLOR_BGR2RGB)
+        bgr = decode_image(path, check=True, notes=notes)
     except ImageError as exc:
         raise UserError(str(exc), path) from None
+    for note in notes:
+        LOGGER.warning("%s: %s", path, note)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def to_rgb(image: Any) -> np.ndarray:
@@ -135,10 +142,11 @@ def open_video(source: str | Path) -> cv2.VideoCapture:
     return capture
 
 
-def iter_frames(items: list[Any], skip_bad: bool = False) -> Iterator[Frame]:
+def iter_frames(items: list[Any], skip_bad: bool = False, skipped: list[str] | None = None) -> Iterator[Frame]:
     """Frames of image paths, videos, streams, arrays and PIL images, in order.
 
-    With `skip_bad`, an unreadable file is named in a warning and skipped instead of raising.
+    With `skip_bad`, an unreadable file is named in a logged warning and skipped instead of raising
+    (and appended to `skipped`, for the end-of-run summary).
     """
     for item in items:
         if not isinstance(item, (str, Path)):
@@ -153,7 +161,9 @@ def iter_frames(items: list[Any], skip_bad: bool = False) -> Iterator[Frame]:
         except UserError as exc:
             if not skip_bad:
                 raise
-            warnings.warn(f"{exc}; skipped", stacklevel=2)
+            LOGGER.warning("%s; skipped", exc)
+            if skipped is not None:
+                skipped.append(text)
 
 
 def count_frames(items: list[Any]) -> int | None:

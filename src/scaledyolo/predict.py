@@ -27,6 +27,7 @@ from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import model_output
 from scaledyolo.files import atomic_write_text, write_json
 from scaledyolo.geometry import model_geometry
+from scaledyolo.logs import summarize_files
 from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
@@ -292,11 +293,12 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
     records: list[dict[str, Any]] = []
     used: set[str] = set()
     videos: list[str] = []
+    skipped: list[str] = []  # unreadable files of a folder or glob
     writer: VideoWriter | None = None  # the video being written (frames of one source come in a row)
     n_images = n_objects = 0
     bar = tqdm(total=count_frames(items), desc="predict", unit="img", disable=not progress, file=sys.stderr)
     try:
-        for frame in iter_frames(items, skip_bad=from_folder):
+        for frame in iter_frames(items, skip_bad=from_folder, skipped=skipped):
             (res,) = predictor([frame])
             t0 = time.perf_counter()
             if frame.frame == 0 or (frame.frame is None and writer is not None):
@@ -330,6 +332,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
         bar.close()
         if writer is not None:
             writer.close()
+    summarize_files("predict", skipped)
     if n_images == 0:
         raise UserError("no readable pictures to detect on", source)
     if save_json:
@@ -338,6 +341,7 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
         "images": n_images,
         "objects": n_objects,
         "videos": videos,
+        "skipped": skipped,
         "save_dir": str(out_dir),
         "save_json": save_json,
         "seconds": round(time.perf_counter() - t_start, 3),

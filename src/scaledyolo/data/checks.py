@@ -2,7 +2,8 @@
 
 A sample with an unreadable image or any bad label is skipped whole and reported as a problem
 (`{file, image, problem}`); small fixes (boxes clipped to the image, duplicate labels dropped) are
-kept as notes. The cache is a JSON file keyed by the sizes and mtimes of every image and label file,
+kept as notes; an image used despite a defect (a JPEG lacking only its end marker) is listed in
+`warned` and logged as a warning. The cache is a JSON file keyed by the sizes and mtimes of every image and label file,
 written atomically; when the label folder is read-only it goes under ~/.cache/scaledyolo instead.
 """
 
@@ -29,8 +30,10 @@ from scaledyolo.files import atomic_write_text
 from scaledyolo.ops.boxes import xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger("scaledyolo.data")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JPEGs lacking only their end marker are used
 CLIP_TOLERANCE = 0.01  # boxes out of the image by at most this fraction are clipped without a note
+ZERO_TAIL = 16  # a JPEG ending in this many zero bytes was cut and padded (an interrupted download)
+MISSING_END_NOTE = "JPEG without its end-of-image marker, every row decodes: used (the file is left unchanged)"
 
 
 class ImageError(ValueError):
@@ -47,6 +50,7 @@ class SplitData:
     image_ids: list[int]
     problems: list[dict[str, str]] = field(default_factory=list)
     notes: list[dict[str, str]] = field(default_factory=list)
+    warned: list[dict[str, str]] = field(default_factory=list)  # images used with a warning, and why
     cache_file: str | None = None
 
     @property
@@ -54,8 +58,10 @@ class SplitData:
         return sum(1 for lab in self.labels if len(lab) == 0)
 
 
-def jpeg_reaches_end(data: bytes) -> bool:
-    """Whether a JPEG's marker stream reaches its end-of-image marker.
+def jpeg_end(data: bytes) -> str:
+    """How a JPEG's marker stream ends: "complete" (its end-of-image marker is reached), "no_end_marker"
+    (the entropy-coded data of its last scan runs to the end of the file) or "truncated" (cut in its
+    headers, or not a JPEG marker stream at all).
 
     Phones append data after the image (motion-photo videos, maker trailers), so the marker is not
     always near the end of the file; walking the segments finds it wherever the image itself ends.
@@ -63,10 +69,10 @@ def jpeg_reaches_end(data: bytes) -> bool:
     pos, n = 2, len(data)
     while pos + 1 < n:
         if data[pos] != 0xFF:
-            return False
+            return "truncated"
         marker = data[pos + 1]
         if marker == 0xD9:
-            return True
+            return "complete"
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
@@ -74,13 +80,13 @@ def jpeg_reaches_end(data: bytes) -> bool:
             pos += 2
             continue
         if pos + 4 > n:
-            return False
+            return "truncated"
         pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
         if marker == 0xDA:  # entropy-coded data runs to the next marker that is not stuffing or a restart
             while True:
                 pos = data.find(b"\xff", pos)
                 if pos < 0 or pos + 1 >= n:
-                    return False
+                    return "no_end_marker"
                 following = data[pos + 1]
                 if following == 0x00 or 0xD0 <= following <= 0xD7:
                     pos += 2
@@ -88,14 +94,41 @@ def jpeg_reaches_end(data: bytes) -> bool:
                     pos += 1
                 else:
                     break
-    return False
+    return "truncated"
 
 
-def decode_image(path: str | Path, check: bool = False) -> np.ndarray:
+def _last_block_missing(img: np.ndarray) -> bool:
+    """Whether the image's last 8x8 block decoded as libjpeg's fill for missing data: flat mid-grey.
+
+    A scan cut short leaves every block after the cut at zero coefficients, which decode to exactly
+    (128, 128, 128); the last block is the first to go. Real photos practically never end in a flat
+    128 block, and if one does, refusing it errs on the safe side.
+    """
+    h, w = img.shape[:2]
+    corner = img[(h - 1) // 8 * 8:, (w - 1) // 8 * 8:].astype(np.int16)
+    return bool((np.abs(corner - 128) <= 1).all())
+
+
+def _complete_jpeg(buf: np.ndarray) -> tuple[np.ndarray, str]:
+    """A JPEG lacking its end-of-image marker gets one appended in memory (OpenCV refuses it without);
+    the note says so ("" for a complete file). Raises `ImageError` where rows are surely missing."""
+    status = jpeg_end(buf.tobytes())
+    if status == "complete":
+        return buf, ""
+    if status == "truncated":
+        raise ImageError("truncated JPEG (cut before its image data ends)")
+    if buf.size > ZERO_TAIL and not buf[-ZERO_TAIL:].any():
+        raise ImageError("truncated JPEG (no end-of-image marker; the file ends in zero padding)")
+    return np.concatenate((buf, np.array([0xFF, 0xD9], np.uint8))), MISSING_END_NOTE
+
+
+def decode_image(path: str | Path, check: bool = False, notes: list[str] | None = None) -> np.ndarray:
     """Read an image as 8-bit 3-channel BGR, EXIF orientation applied (grey, RGBA, 16-bit converted).
 
-    check=True also refuses truncated JPEG/PNG files, which OpenCV would decode with a grey tail.
-    Raises `ImageError`.
+    A JPEG that lacks only its end-of-image marker (its last rows all decode; common in scraped
+    data) is used: the marker is added in memory, the file is never rewritten, and with `notes`
+    given, `MISSING_END_NOTE` is appended there for the caller to report. check=True refuses
+    truncated JPEG/PNG files, which OpenCV would decode with a grey tail. Raises `ImageError`.
     """
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
@@ -103,15 +136,23 @@ def decode_image(path: str | Path, check: bool = False) -> np.ndarray:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
     if buf.size == 0:
         raise ImageError("empty file")
-    if check:
-        head, tail = buf[:8].tobytes(), buf[-1024:].tobytes()
-        if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail and not jpeg_reaches_end(buf.tobytes()):
-            raise ImageError("truncated JPEG (no end-of-image marker)")
-        if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
-            raise ImageError("truncated PNG (no IEND chunk)")
+    head, tail = buf[:8].tobytes(), buf[-1024:].tobytes()
+    note = ""
+    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        try:
+            buf, note = _complete_jpeg(buf)
+        except ImageError:
+            if check:
+                raise
+    if check and head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
+        raise ImageError("truncated PNG (no IEND chunk)")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ImageError("unreadable image (not a valid image file)")
+    if note and check and _last_block_missing(img):
+        raise ImageError("truncated JPEG (no end-of-image marker, and its last rows are missing)")
+    if note and notes is not None:
+        notes.append(note)
     return img
 
 
@@ -290,27 +331,30 @@ def _to_split_data(data: dict[str, Any], cache_file: Path | None) -> SplitData:
     labels = [np.array(lab, dtype=np.float32).reshape(-1, 5) for lab in data["labels"]]
     shapes = np.array(data["shapes"], dtype=np.int64).reshape(-1, 2)
     return SplitData(data["images"], labels, shapes, data["image_ids"], data["problems"], data["notes"],
-                     None if cache_file is None else str(cache_file))
+                     data["warned"], None if cache_file is None else str(cache_file))
 
 
-def _image_hw(path: Path) -> tuple[int, int] | str:
+def _image_hw(path: Path) -> tuple[tuple[int, int], list[str]] | str:
+    """(h, w) and the notes on an image used with a warning, or why it cannot be used."""
+    notes: list[str] = []
     try:
-        return decode_image(path, check=True).shape[:2]
+        return decode_image(path, check=True, notes=notes).shape[:2], notes
     except ImageError as exc:
         return str(exc)
 
 
 def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[str, Any]:
-    images, labels, shapes, ids, problems, notes = [], [], [], [], [], []
+    images, labels, shapes, ids, problems, notes, warned = [], [], [], [], [], [], []
     # Decoding dominates and OpenCV releases the GIL: threads give a near-linear speed-up.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         sizes = list(tqdm(pool.map(_image_hw, [s.image for s in samples]), total=len(samples), desc=desc,
                           unit="img", leave=False, disable=len(samples) < 64))
-    for i, (s, hw) in enumerate(zip(samples, sizes)):
+    for i, (s, checked) in enumerate(zip(samples, sizes)):
         image_id = s.image_id if s.image_id is not None else i
-        if isinstance(hw, str):
-            problems.append(_problem(s.image, hw))
+        if isinstance(checked, str):
+            problems.append(_problem(s.image, checked))
             continue
+        hw, image_notes = checked
         label_file = str(s.label_file) if s.label_file is not None and s.image_id is None else str(s.image)
         if s.problem:
             problems.append(_problem(label_file, s.problem, s.image))
@@ -321,12 +365,13 @@ def _check_samples(samples: list[formats.Sample], nc: int, desc: str) -> dict[st
             problems.append(_problem(label_file, f"bad label: {exc}", s.image))
             continue
         notes += [_problem(label_file, n, s.image) for n in fixed]
+        warned += [_problem(s.image, n) for n in image_notes]
         images.append(str(s.image))
         labels.append(lab.tolist())
         shapes.append([int(hw[0]), int(hw[1])])
         ids.append(int(image_id))
     return {"images": images, "labels": labels, "shapes": shapes, "image_ids": ids, "problems": problems,
-            "notes": notes}
+            "notes": notes, "warned": warned}
 
 
 def scan_split(cfg: DataConfig, split: str, use_cache: bool = True) -> SplitData:
@@ -359,6 +404,8 @@ def _log_summary(split: str, total: int, data: SplitData) -> None:
         more = f"\n  ... and {len(data.problems) - 20} more" if len(data.problems) > 20 else ""
         LOGGER.warning("%s: %d problem(s), %d of %d images usable:\n%s%s", split, len(data.problems),
                        len(data.image_files), total, lines, more)
+    for w in data.warned:
+        LOGGER.warning("%s: %s: %s", split, w["file"], w["problem"])
     if data.notes:
         LOGGER.info("%s: %d label fix(es), e.g. %s: %s", split, len(data.notes), data.notes[0]["file"],
                     data.notes[0]["problem"])

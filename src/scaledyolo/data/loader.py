@@ -33,7 +33,8 @@ class YoloDataset(Dataset):
     """The usable images of one split with their labels, augmented on the fly when `augment`.
 
     Public: `image_files`, `labels` ((n, 5) [cls, cx, cy, w, h] 0-1), `shapes` ((N, 2) original h, w),
-    `image_ids`, `problems` (skipped files, `{file, image, problem}`), `notes` (fixed labels), `names`.
+    `image_ids`, `problems` (skipped files, `{file, image, problem}`), `notes` (fixed labels), `warned`
+    (images used with a warning), `names`.
     With `rect` the images are sorted by aspect ratio and `batch_shapes` gives each batch's (h, w).
     """
 
@@ -52,6 +53,7 @@ class YoloDataset(Dataset):
         self.shapes: np.ndarray = data.shapes
         self.image_ids: list[Any] = list(data.image_ids)
         self.problems, self.notes, self.cache_file = data.problems, data.notes, data.cache_file
+        self.warned = data.warned
         self.batch_shapes: np.ndarray | None = None
         self.batch_index = np.arange(len(self)) // max(batch_size, 1)
         if rect:

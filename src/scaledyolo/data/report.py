@@ -13,6 +13,7 @@ from scaledyolo.data.checks import scan_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.drawing import tile_batch, write_image
+from scaledyolo.logs import summarize_files
 from scaledyolo.models.spec import get_spec
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
@@ -28,7 +29,7 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int = 640, thr: float = 4.0
                 ) -> dict[str, dict[str, Any]]:
     """Per split: usable `images`, `boxes`, `backgrounds`, `problems` [{file, problem}], `fixes`
-    (labels clipped or deduplicated), per-class box counts, box sizes in original pixels (and COCO
+    (labels clipped or deduplicated), `warnings` (images used despite a defect), per-class box counts, box sizes in original pixels (and COCO
     small/medium/large counts), and the anchor fit (BPR at `thr`) of `model` at `img_size`."""
     cfg = load_data_config(data_yaml)
     anchors = np.array(get_spec(model).anchors, dtype=np.float64).reshape(-1, 2)
@@ -51,6 +52,7 @@ def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int 
             "backgrounds": data.backgrounds,
             "problems": [{"file": p["file"], "problem": p["problem"]} for p in data.problems],
             "fixes": [{"file": p["file"], "problem": p["problem"]} for p in data.notes],
+            "warnings": [{"file": p["file"], "problem": p["problem"]} for p in data.warned],
             "classes": {name: int(c) for name, c in zip(cfg.names, counts)},
             "box_size": {"width_px": _stats(w_px), "height_px": _stats(h_px),
                          "small": int((area < COCO_SMALL).sum()),
@@ -58,6 +60,8 @@ def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int 
                          "large": int((area >= COCO_MEDIUM).sum())},
             "anchors": {"model": model, "img": img_size, "anchor_t": thr, "bpr": bpr, "anchors_per_box": aat},
         }
+    summarize_files("data", [p for r in report.values() for p in r["problems"]],
+                    [w for r in report.values() for w in r["warnings"]])
     return report
 
 
@@ -80,6 +84,8 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
                          f"({a['anchors_per_box']:.2f} anchors per box, anchor_t {a['anchor_t']:g})")
         for p in r["problems"]:
             lines.append(f"  problem: {p['file']}: {p['problem']}")
+        for w in r["warnings"]:
+            lines.append(f"  used with a warning: {w['file']}: {w['problem']}")
     return "\n".join(lines)
 
 

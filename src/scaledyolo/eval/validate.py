@@ -25,6 +25,7 @@ from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class
 from scaledyolo.eval.tta import model_output
 from scaledyolo.files import write_json
 from scaledyolo.geometry import model_geometry
+from scaledyolo.logs import summarize_files
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
 from scaledyolo.ops.nms import non_max_suppression
 
@@ -278,6 +279,7 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
     result.update({"names": list(cfg.names), "weights": str(weights), "data": str(data), "split": split,
                    "img": img_size, "geometry": geometry,
                    "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
+    summarize_files("val", result["problems"], dataset.warned)
     return result
 
 
@@ -294,11 +296,6 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("map_small") is not None:
         lines.append(f"AP small {result['map_small']:.3f}   AP medium {result['map_medium']:.3f}   "
                      f"AP large {result['map_large']:.3f}   (pycocotools, IoU 0.50:0.95)")
-    problems = result.get("problems") or []
-    if problems:
-        first = problems[0]
-        lines.append(f"{len(problems)} file(s) skipped as unreadable or badly labelled, e.g. {first.get('file')}: "
-                     f"{first.get('problem')}")
     s = result["speed"]
     lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
                  f"per image at {result.get('img', '?')} px {result.get('geometry', '')}".rstrip())

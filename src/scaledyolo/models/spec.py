@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scaledyolo.errors import UserError
+from scaledyolo.logs import LOGGER
 
 # The paper's per-stage depths of the CSP backbone for the large members (stages 1..7).
 LARGE_STAGE_DEPTHS = [1, 3, 15, 15, 7, 7, 7]
@@ -192,9 +193,7 @@ def round_img_size(size: int, stride: int) -> int:
     """`size` rounded up to a multiple of the model's max stride, with a warning when it changes."""
     rounded = max(stride, -(-int(size) // stride) * stride)
     if rounded != size:
-        import warnings
-
-        warnings.warn(f"image size {size} is not a multiple of the max stride {stride}; using {rounded}", stacklevel=2)
+        LOGGER.warning("image size %s is not a multiple of the max stride %d; using %d", size, stride, rounded)
     return rounded
 
 

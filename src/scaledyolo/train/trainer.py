@@ -16,7 +16,6 @@ import math
 import os
 import random
 import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from scaledyolo.eval.plots import plot_batch
 from scaledyolo.files import atomic_path, atomic_write_text
 from scaledyolo.geometry import TRAINED_GEOMETRY
 from scaledyolo.hyp import load_hyp
+from scaledyolo.logs import LOGGER, summarize_files
 from scaledyolo.models.spec import MEMBERS, ModelSpec, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 from scaledyolo.runs import increment_path
@@ -137,9 +137,18 @@ def transfer_weights(src: nn.Module, dst: nn.Module) -> tuple[int, int]:
     return len(matched), len(dst_state)
 
 
-def build_train_model(source: str, nc: int, weights: str | None) -> tuple[YOLO, str]:
-    """The model to train for `nc` classes, from a member name, a spec YAML or a weights file."""
+def build_train_model(source: str | None, nc: int, weights: str | None) -> tuple[YOLO, str]:
+    """The model to train for `nc` classes, from a member name, a spec YAML or a weights file.
+
+    `source=None` takes the architecture of `weights` (`train --weights tiny.pt`, as ultralytics
+    does), so finetuning never needs the member name repeated; without weights it is yolov4-tiny.
+    """
     note = ""
+    if source is None:
+        if not weights:
+            source = "yolov4-tiny"
+        else:
+            source, weights = weights, None
     path = Path(source)
     if source.lower() in MEMBERS:
         model = build_model(source.lower(), num_classes=nc)
@@ -193,7 +202,7 @@ def _resume_state(resume: str | Path, overrides: dict[str, Any]) -> tuple[dict[s
 # --------------------------------------------------------------------------- the trainer
 
 
-def train(model: str = "yolov4-tiny", data: str | None = None, img: int = 640, epochs: int = 300, batch: int = 16,
+def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int = 640, epochs: int = 300, batch: int = 16,
           device: str | None = None, project: str | Path = "runs/train", name: str = "exp",
           hyp: str | dict | None = "scratch", weights: str | None = None, resume: str | Path | None = None,
           workers: int = 2, multi_scale: bool = False, freeze: int = 0, seed: int = 0,
@@ -217,7 +226,7 @@ def train(model: str = "yolov4-tiny", data: str | None = None, img: int = 640, e
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if epochs < 1 or batch < 1:
             raise UserError("--epochs and --batch must be at least 1")
-        args = dict(model=str(model), data=str(data), img=int(img), epochs=int(epochs), batch=int(batch),
+        args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs), batch=int(batch),
                     device=device, project=str(project), name=str(name),
                     hyp=hyp if isinstance(hyp, dict) else str(hyp or "scratch"),
                     weights=str(weights) if weights else None, workers=int(workers), multi_scale=bool(multi_scale),
@@ -276,7 +285,8 @@ class _Trainer:
                 self.data_cfg, "val", self.img, self.batch_per_rank * 2, hyp=self.hyp, augment=False, rect=True,
                 workers=args["workers"], shuffle=False, stride=self.gs, distributed=False)  # rank 0: whole split
 
-        if ckpt is None and self.main and not args["noautoanchor"]:
+        # A pretrained head learnt its outputs for its own anchors: refitting them would undo that.
+        if ckpt is None and self.main and not args["noautoanchor"] and not self._pretrained():
             from scaledyolo.data.anchors import check_anchors
 
             check_anchors(self.dataset, self.model, thr=self.hyp["anchor_t"], img_size=self.img)
@@ -313,6 +323,12 @@ class _Trainer:
         a = self.args
         return create_dataloader(self.data_cfg, "train", self.img, self.batch_per_rank, hyp=hyp, augment=True,
                                  workers=a["workers"], shuffle=True, seed=a["seed"], cache=a["cache"], stride=self.gs)
+
+    def _pretrained(self) -> bool:
+        """Whether training starts from weights (`--weights`, or `--model` naming a weights file)."""
+        source = self.args["model"]
+        return bool(self.args["weights"]) or (source is not None and source.lower() not in MEMBERS
+                                              and Path(source).suffix not in (".yaml", ".yml"))
 
     def _close_mosaic(self, epoch: int) -> None:
         """From `epochs - close_mosaic` on, train on plain (letterboxed, still augmented) images."""
@@ -402,6 +418,8 @@ class _Trainer:
             _log(f"{args['epochs'] - self.start_epoch} epochs in {(time.time() - t_start) / 60:.1f} min; "
                  f"final mAP50 {last.get('metrics/mAP50', 0):.4f}, mAP50-95 {last.get('metrics/mAP50-95', 0):.4f}; "
                  f"results saved to {self.run_dir}")
+            datasets = [d for d in (self.dataset, self.val_dataset) if d is not None]
+            summarize_files("train", [p for d in datasets for p in d.problems], [w for d in datasets for w in d.warned])
         return self.run_dir
 
     @property
@@ -506,7 +524,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bad += 1
         if self.main:
-            warnings.warn(f"{what}: step skipped ({bad} in a row)", stacklevel=2)
+            LOGGER.warning("%s: step skipped (%d in a row)", what, bad)
         if bad >= MAX_BAD_STEPS:
             raise RunError(f"training diverged: {what}, {bad} steps in a row; lower lr0 (--hyp), "
                            "check the labels, or use --precision fp32")
