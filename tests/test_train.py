@@ -332,3 +332,19 @@ def test_kill_9_then_resume_finishes_every_epoch(data_yaml: Path, tmp_path: Path
     assert [r["epoch"] for r in _rows(tmp_path / "k")] == [str(e) for e in range(6)]
     assert (tmp_path / "k" / "weights" / "best.pt").is_file()
     assert not list((tmp_path / "k" / "weights").glob(".*.tmp"))
+
+
+def test_weights_alone_give_their_architecture_and_keep_all_but_the_class_layers(tmp_path: Path) -> None:
+    """`train --weights tiny.pt` on a 1-class dataset: tiny (not the CLI's default csp), every tensor
+    but the two output convolutions carried over."""
+    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.train.trainer import build_train_model
+
+    pretrained = build_model("yolov4-tiny", num_classes=80).eval()
+    save_checkpoint(tmp_path / "tiny.pt", pretrained)
+    model, note = build_train_model(None, 1, str(tmp_path / "tiny.pt"))
+    assert model.spec.name == "yolov4-tiny" and model.detect.nc == 1
+    old, new = pretrained.state_dict(), model.state_dict()
+    differ = sorted(k for k in new if new[k].shape != old[k].shape)
+    assert len(differ) == 4 and all(new[k].shape[0] == 3 * (5 + 1) for k in differ), differ  # the output convs
+    assert all(torch.equal(new[k], old[k]) for k in new if k not in differ)
