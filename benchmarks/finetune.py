@@ -83,9 +83,9 @@ def train_and_score(name: str, start: list[str], data: Path, args: argparse.Name
                                     "--img", str(args.img), "--device", "cpu", "--json", capture=True))
     per_epoch = [round(float(r["metrics/mAP50"]), 3) for r in rows]
     print(f"{name}: val mAP50 per epoch (EMA, during training): {per_epoch}", flush=True)
+    best_epoch = 1 + max(range(len(rows)), key=lambda i: float(rows[i]["fitness"]))
     return {"map50": metrics["map50"], "map": metrics["map"], "minutes": minutes,
-            "epoch_s_median": epoch_s[len(epoch_s) // 2], "best_epoch": 1 + max(range(len(rows)),
-                                                                                 key=lambda i: float(rows[i]["fitness"]))}
+            "epoch_s_median": epoch_s[len(epoch_s) // 2], "best_epoch": best_epoch}
 
 
 def main() -> int:

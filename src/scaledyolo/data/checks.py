@@ -3,8 +3,9 @@
 A sample with an unreadable image or any bad label is skipped whole and reported as a problem
 (`{file, image, problem}`); small fixes (boxes clipped to the image, duplicate labels dropped) are
 kept as notes; an image used despite a defect (a JPEG lacking only its end marker) is listed in
-`warned` and logged as a warning. The cache is a JSON file keyed by the sizes and mtimes of every image and label file,
-written atomically; when the label folder is read-only it goes under ~/.cache/scaledyolo instead.
+`warned` and logged as a warning. The cache is a JSON file keyed by the sizes and mtimes of every
+image and label file, written atomically; when the label folder is read-only it goes under
+~/.cache/scaledyolo instead.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def decode_image(path: str | Path, check: bool = False, notes: list[str] | None 
     A JPEG that lacks only its end-of-image marker (its last rows all decode; common in scraped
     data) is used: the marker is added in memory, the file is never rewritten, and with `notes`
     given, `MISSING_END_NOTE` is appended there for the caller to report. check=True refuses
-    truncated JPEG/PNG files, which OpenCV would decode with a grey tail. Raises `ImageError`.
+    truncated JPEG/PNG files: rows missing from a JPEG would decode as a grey tail. Raises `ImageError`.
     """
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)

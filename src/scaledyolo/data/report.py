@@ -29,8 +29,9 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int = 640, thr: float = 4.0
                 ) -> dict[str, dict[str, Any]]:
     """Per split: usable `images`, `boxes`, `backgrounds`, `problems` [{file, problem}], `fixes`
-    (labels clipped or deduplicated), `warnings` (images used despite a defect), per-class box counts, box sizes in original pixels (and COCO
-    small/medium/large counts), and the anchor fit (BPR at `thr`) of `model` at `img_size`."""
+    (labels clipped or deduplicated), `warnings` (images used despite a defect), per-class box counts,
+    box sizes in original pixels (and COCO small/medium/large counts), and the anchor fit (BPR at
+    `thr`) of `model` at `img_size`. Ends with the one-line summary of skipped files (logged)."""
     cfg = load_data_config(data_yaml)
     anchors = np.array(get_spec(model).anchors, dtype=np.float64).reshape(-1, 2)
     report: dict[str, dict[str, Any]] = {}

@@ -202,13 +202,15 @@ def _resume_state(resume: str | Path, overrides: dict[str, Any]) -> tuple[dict[s
 # --------------------------------------------------------------------------- the trainer
 
 
-def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int = 640, epochs: int = 300, batch: int = 16,
-          device: str | None = None, project: str | Path = "runs/train", name: str = "exp",
+def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int = 640, epochs: int = 300,
+          batch: int = 16, device: str | None = None, project: str | Path = "runs/train", name: str = "exp",
           hyp: str | dict | None = "scratch", weights: str | None = None, resume: str | Path | None = None,
           workers: int = 2, multi_scale: bool = False, freeze: int = 0, seed: int = 0,
           noautoanchor: bool = False, precision: str = "auto", cache: bool = False, val: bool = True,
           plots: bool = True, close_mosaic: int = 10) -> Path:
     """Train `model` on `data` and return the run folder (see the module docstring for what it holds).
+
+    `model=None` with `weights` trains the weights' own architecture, keeping its anchors.
 
     `close_mosaic`: the last epochs train without mosaic (at most a third of the run), so the model
     ends on pictures like those it will be judged on (a later YOLO practice; 0 keeps mosaic to the end).
@@ -226,8 +228,8 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if epochs < 1 or batch < 1:
             raise UserError("--epochs and --batch must be at least 1")
-        args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs), batch=int(batch),
-                    device=device, project=str(project), name=str(name),
+        args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs),
+                    batch=int(batch), device=device, project=str(project), name=str(name),
                     hyp=hyp if isinstance(hyp, dict) else str(hyp or "scratch"),
                     weights=str(weights) if weights else None, workers=int(workers), multi_scale=bool(multi_scale),
                     freeze=int(freeze), seed=int(seed), noautoanchor=bool(noautoanchor), precision=precision,
@@ -290,6 +292,8 @@ class _Trainer:
             from scaledyolo.data.anchors import check_anchors
 
             check_anchors(self.dataset, self.model, thr=self.hyp["anchor_t"], img_size=self.img)
+        elif ckpt is None and self.main and not args["noautoanchor"]:
+            LOGGER.info("anchors: kept those of the pretrained weights (autoanchor skipped)")
         self.model.to(self.device)
 
         self.nb = len(self.loader)
