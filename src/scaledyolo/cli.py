@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "darknet-cfg models) that convert back bit-exactly.")
     p.add_argument("--weights", required=True, help=f"weights file (any format) or member name ({MEMBERS_HELP})")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "darknet"], help="output format")
-    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--img", type=int, default=None,
+                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+                        "rounded up to the stride)")
     p.add_argument("--output", help="output file (onnx, torchscript) or folder (darknet)")
     p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
     p.add_argument("--half", action="store_true", help="fp16 weights and input (for GPU runtimes)")
@@ -326,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "same-dtype matrix multiplication measured in the same run.")
     p.add_argument("--model", default=None, help=f"member name ({MEMBERS_HELP}) or spec YAML (random weights)")
     p.add_argument("--weights", default=None, help="weights file (any format scaledyolo.load reads)")
-    p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
+    p.add_argument("--img", type=int, default=None,
+                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+                        "rounded up to the stride)")
     p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--device", default="cpu", help="cpu, cuda, 0, ... (default: cpu)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"],
