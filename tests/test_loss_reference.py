@@ -24,7 +24,7 @@ from iou_reference import iou_family
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import get_spec
 from scaledyolo.models.yolo import Detect
-from scaledyolo.train.loss import ComputeLoss
+from scaledyolo.train.loss import ComputeLoss, FocalLoss
 
 OFFICIAL_BALANCE = {2: [4.0, 1.0], 3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.4, 0.1], 5: [4.0, 1.0, 0.5, 0.4, 0.1]}
 IMG_HW = (256, 192)  # not square: grid h != w on every level
@@ -211,3 +211,21 @@ def test_tiny_uses_darknet_decoding():
     raw = [0.3, -0.7, 0.4, -0.2]
     darknet, scaled = reference_decode(raw, (2.0, 3.0), "darknet", 1.05), reference_decode(raw, (2.0, 3.0), "scaled", 2)
     assert max(abs(x - y) for x, y in zip(darknet, scaled)) > 0.1
+
+
+def test_focal_loss_equals_the_papers_formula():
+    """Lin et al. 2017: FL = -alpha_t (1 - p_t)^gamma log(p_t), p_t = p for positives, 1 - p otherwise."""
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(64, 5, generator=g) * 3, (torch.rand(64, 5, generator=g) > 0.7).float()
+    target[0, 0] = 0.4  # soft targets (objectness is an IoU) follow the same blend
+    focal = FocalLoss(nn.BCEWithLogitsLoss(), gamma=1.5)
+    expected = []
+    for x, t in zip(logits.double().flatten().tolist(), target.double().flatten().tolist()):
+        p = sigmoid(x)
+        p_t = t * p + (1 - t) * (1 - p)
+        alpha_t = t * 0.25 + (1 - t) * 0.75
+        expected.append(alpha_t * (1 - p_t) ** 1.5 * bce(x, t))
+    assert focal(logits, target).item() == pytest.approx(sum(expected) / len(expected), abs=1e-7)
+    hyp = dict(load_hyp(None), fl_gamma=1.5)
+    compute = ComputeLoss(member("yolov4-csp"), hyp)
+    assert isinstance(compute.bce_obj, FocalLoss) and isinstance(compute.bce_cls, FocalLoss)
