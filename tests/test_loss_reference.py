@@ -24,7 +24,7 @@ from iou_reference import iou_family
 from scaledyolo.hyp import load_hyp
 from scaledyolo.models.spec import get_spec
 from scaledyolo.models.yolo import Detect
-from scaledyolo.train.loss import ComputeLoss
+from scaledyolo.train.loss import ComputeLoss, FocalLoss
 
 OFFICIAL_BALANCE = {2: [4.0, 1.0], 3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.4, 0.1], 5: [4.0, 1.0, 0.5, 0.4, 0.1]}
 IMG_HW = (256, 192)  # not square: grid h != w on every level
@@ -68,8 +68,11 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def bce(logit: float, target: float) -> float:
-    return max(logit, 0.0) - logit * target + math.log1p(math.exp(-abs(logit)))
+def bce(logit: float, target: float, pos_weight: float = 1.0) -> float:
+    """-(w t log p + (1 - t) log(1 - p)), p = sigmoid(logit), in a form that cannot overflow."""
+    log_p = -(max(-logit, 0.0) + math.log1p(math.exp(-abs(logit))))
+    log_not_p = -(max(logit, 0.0) + math.log1p(math.exp(-abs(logit))))
+    return -(pos_weight * target * log_p + (1 - target) * log_not_p)
 
 
 def reference_decode(raw: list[float], anchor: tuple[float, float], rule: str, scale_xy: float) -> list[float]:
@@ -81,12 +84,14 @@ def reference_decode(raw: list[float], anchor: tuple[float, float], rule: str, s
             (2 * sigmoid(raw[2])) ** 2 * anchor[0], (2 * sigmoid(raw[3])) ** 2 * anchor[1]]
 
 
-def reference_loss(model: DetectOnly, maps: list[torch.Tensor], targets: torch.Tensor) -> dict[str, float]:
-    detect, hyp = model.detect, load_hyp(None)
+def reference_loss(model: DetectOnly, maps: list[torch.Tensor], targets: torch.Tensor,
+                   hyp: dict | None = None) -> dict[str, float]:
+    """`maps` are the model's kept levels (`model.levels`: all, or a once-for-all subnet's)."""
+    detect, hyp = model.detect, load_hyp(hyp)
     levels = len(detect.strides)
     balance = OFFICIAL_BALANCE[levels]
     lbox = lobj = lcls = 0.0
-    for level, pi in enumerate(maps):
+    for level, pi in zip(model.levels, maps):
         p = pi.double()
         _, na, h, w, _ = p.shape
         rule, scale_xy = detect.decode_rule, detect.scale_xy[level]
@@ -120,11 +125,11 @@ def reference_loss(model: DetectOnly, maps: list[torch.Tensor], targets: torch.T
             for (img, a, cj, ci, _, _), iou in zip(assigned, ious):
                 tobj[img, a, cj, ci] = max(iou, 0.0)
             if detect.nc > 1:
-                terms = [bce(float(p[img, a, cj, ci, 5 + k]), 1.0 if k == cls else 0.0)
+                terms = [bce(float(p[img, a, cj, ci, 5 + k]), 1.0 if k == cls else 0.0, hyp["cls_pw"])
                          for img, a, cj, ci, _, cls in assigned for k in range(detect.nc)]
                 lcls += sum(terms) / len(terms)
         logits, tgt = p[..., 4].flatten().tolist(), tobj.flatten().tolist()
-        lobj += sum(bce(x, t) for x, t in zip(logits, tgt)) / len(logits) * balance[level]
+        lobj += sum(bce(x, t, hyp["obj_pw"]) for x, t in zip(logits, tgt)) / len(logits) * balance[level]
     s = 3 / levels
     lbox *= hyp["giou"] * s
     lobj *= hyp["obj"] * s * (1.4 if levels >= 4 else 1.0)
@@ -211,3 +216,41 @@ def test_tiny_uses_darknet_decoding():
     raw = [0.3, -0.7, 0.4, -0.2]
     darknet, scaled = reference_decode(raw, (2.0, 3.0), "darknet", 1.05), reference_decode(raw, (2.0, 3.0), "scaled", 2)
     assert max(abs(x - y) for x, y in zip(darknet, scaled)) > 0.1
+
+
+def test_focal_loss_equals_the_papers_formula():
+    """Lin et al. 2017: FL = -alpha_t (1 - p_t)^gamma log(p_t), p_t = p for positives, 1 - p otherwise."""
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(64, 5, generator=g) * 3, (torch.rand(64, 5, generator=g) > 0.7).float()
+    target[0, 0] = 0.4  # soft targets (objectness is an IoU) follow the same blend
+    focal = FocalLoss(nn.BCEWithLogitsLoss(), gamma=1.5)
+    expected = []
+    for x, t in zip(logits.double().flatten().tolist(), target.double().flatten().tolist()):
+        p = sigmoid(x)
+        p_t = t * p + (1 - t) * (1 - p)
+        alpha_t = t * 0.25 + (1 - t) * 0.75
+        expected.append(alpha_t * (1 - p_t) ** 1.5 * bce(x, t))
+    assert focal(logits, target).item() == pytest.approx(sum(expected) / len(expected), abs=1e-7)
+    hyp = dict(load_hyp(None), fl_gamma=1.5)
+    compute = ComputeLoss(member("yolov4-csp"), hyp)
+    assert isinstance(compute.bce_obj, FocalLoss) and isinstance(compute.bce_cls, FocalLoss)
+
+
+def test_positive_weights_and_gains_from_the_hyper_parameters():
+    hyp = {"cls_pw": 2.0, "obj_pw": 1.5, "giou": 0.1, "obj": 0.7, "cls": 0.3}
+    model = member("yolov4-p5")
+    maps, targets = raw_maps(model.detect, 2, 7), targets_for(2, 7)
+    expected = reference_loss(model, maps, targets, hyp)
+    box, obj, cls, _ = ComputeLoss(model, hyp)(maps, targets)[1].tolist()
+    assert [box, obj, cls] == pytest.approx([expected["box"], expected["obj"], expected["cls"]], abs=1e-5)
+
+
+def test_subnet_levels_use_their_own_anchors_and_balance():
+    """A once-for-all subnet keeping levels 1 and 2 of P5: the maps are those levels only."""
+    model = member("yolov4-p5")
+    model.levels = [1, 2]
+    maps = raw_maps(model.detect, 2, 8)[1:]
+    targets = targets_for(2, 8)
+    expected = reference_loss(model, maps, targets)
+    box, obj, cls, _ = ComputeLoss(model)(maps, targets)[1].tolist()
+    assert [box, obj, cls] == pytest.approx([expected["box"], expected["obj"], expected["cls"]], abs=1e-5)
