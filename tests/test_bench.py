@@ -157,16 +157,20 @@ def test_peak_fraction_never_exceeds_one(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "100% of peak (faster than the matmul" in bench.format_result(result)
 
 
-def test_peak_matmul_uses_the_convolutions_math_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_peak_matmul_uses_the_convolutions_math_mode() -> None:
     """On CUDA, fp32 convolutions run in TF32 by default (cuDNN) while matmuls do not: the peak's
     matmul must follow the convolutions' setting, or fp32 fractions come out several times too high."""
     from scaledyolo.bench import conv_math_mode
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    for conv_tf32 in (True, False):
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", conv_tf32)
-        with conv_math_mode(torch.device("cuda")):
-            assert torch.backends.cuda.matmul.allow_tf32 is conv_tf32
-        assert torch.backends.cuda.matmul.allow_tf32 is False  # restored afterwards
-        with conv_math_mode(torch.device("cpu")):
-            assert torch.backends.cuda.matmul.allow_tf32 is False
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        for conv_tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = conv_tf32
+            with conv_math_mode(torch.device("cuda")):
+                assert torch.backends.cuda.matmul.allow_tf32 is conv_tf32
+            assert torch.backends.cuda.matmul.allow_tf32 is False  # restored afterwards
+            with conv_math_mode(torch.device("cpu")):
+                assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

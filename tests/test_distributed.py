@@ -86,8 +86,8 @@ def test_multi_node_maps_by_local_rank(fake_gpus: dict, monkeypatch: pytest.Monk
     ("cuda:1", 2, "names one GPU for 2 processes"),
     ("0,1", 4, "names 2 GPUs for 4 processes"),
     ("1,1", 2, "listed twice"),
-    ("", 8, "8 processes on this node but only 4 GPU(s) visible"),
-    ("5,6", 2, "only 4 GPU(s) visible"),
+    ("", 8, r"8 processes on this node but only 4 GPU\(s\) visible"),
+    ("5,6", 2, r"only 4 GPU\(s\) visible"),
 ])
 def test_device_lists_that_cannot_serve_every_process(fake_gpus: dict, monkeypatch: pytest.MonkeyPatch, device: str,
                                                       local_world: int, message: str) -> None:
