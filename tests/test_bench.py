@@ -144,3 +144,33 @@ def test_predict_reuses_the_fast_copy_until_the_weights_change():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(second(x), model(x), rtol=1e-4, atol=1e-3)
+
+
+def test_peak_fraction_never_exceeds_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A convolution faster than the measured matmul is reported as 100 % and flagged, not as 400 %."""
+    from scaledyolo import bench
+
+    monkeypatch.setattr(bench, "measure_peak", lambda dtype, device: {"peak_gflops_s": 1e-6, "mm_gflops_s": 1e-6,
+                                                                      "onednn_matmul_gflops_s": None})
+    result = benchmark("yolov4-tiny", img=64, runs=1, warmup=0)
+    assert result["peak_fraction"] == 1.0 and result["above_peak"]
+    assert "100% of peak (faster than the matmul" in bench.format_result(result)
+
+
+def test_peak_matmul_uses_the_convolutions_math_mode() -> None:
+    """On CUDA, fp32 convolutions run in TF32 by default (cuDNN) while matmuls do not: the peak's
+    matmul must follow the convolutions' setting, or fp32 fractions come out several times too high."""
+    from scaledyolo.bench import conv_math_mode
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        for conv_tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = conv_tf32
+            with conv_math_mode(torch.device("cuda")):
+                assert torch.backends.cuda.matmul.allow_tf32 is conv_tf32
+            assert torch.backends.cuda.matmul.allow_tf32 is False  # restored afterwards
+            with conv_math_mode(torch.device("cpu")):
+                assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -290,9 +290,71 @@ def test_bad_arguments_are_user_errors(data_yaml: Path, tmp_path: Path) -> None:
         train(resume=tmp_path / "nope")
     with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
         train("yolov4-tiny", str(data_yaml), device="0,1", project=tmp_path)
+
+
+
+def test_gpu_requests_are_checked_against_the_gpus_there(data_yaml: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA mocked either way, so this holds on a GPU machine as on a CPU one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no GPU"):
-        train("yolov4-tiny", str(data_yaml), device="0" if not torch.cuda.is_available() else "99",
-              project=tmp_path)
+        train("yolov4-tiny", str(data_yaml), device="0", project=tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match="only 2 GPU"):
+        train("yolov4-tiny", str(data_yaml), device="cuda:2", project=tmp_path)
+
+
+def test_amp_scaler_state_is_saved_and_restored(data_yaml: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 AMP forced on the CPU (GradScaler runs there): last.pt holds the scaler, resume reloads it."""
+    monkeypatch.setattr(trainer_mod._Trainer, "_precision", lambda self, precision: torch.float16)
+    original = trainer_mod._Trainer._end_epoch
+
+    def end_then_stop(self, epoch, *args):  # noqa: ANN001
+        original(self, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", end_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train("yolov4-tiny", str(data_yaml), img=64, epochs=2, batch=4, device="cpu", project=tmp_path, name="amp",
+              workers=0, noautoanchor=True, val=False, plots=False)
+    saved = read_checkpoint(tmp_path / "amp" / "weights" / "last.pt")["scaler"]
+    # two steps ran: the scale backed off (an fp16 overflow) or the growth tracker counted them
+    assert saved["scale"] != 65536.0 or saved["_growth_tracker"] > 0
+    restored = {}
+    original_restore = trainer_mod._Trainer._restore
+
+    def restore_and_look(self, ckpt):  # noqa: ANN001
+        original_restore(self, ckpt)
+        restored.update(self.scaler.state_dict())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_restore", restore_and_look)
+    with pytest.raises(KeyboardInterrupt):
+        train(resume=tmp_path / "amp", workers=0)
+    assert restored == saved
+
+
+def test_cpu_runs_do_not_pin_memory(data_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinning opens a CUDA context on GPU 0; a --device cpu run on a GPU machine must not."""
+    from scaledyolo.data import loader
+
+    pins = []
+    real = loader.create_dataloader
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        pins.append(kwargs.get("pin_memory"))
+        made = real(*args, **kwargs)
+        pins.append(made[0].pin_memory)
+        return made
+
+    monkeypatch.setattr(loader, "create_dataloader", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as the loader knows
+    monkeypatch.setattr(trainer_mod, "rng_state", lambda: {})  # no real GPU to read RNG states from
+    train("yolov4-tiny", str(data_yaml), img=64, epochs=1, batch=4, device="cpu", project=tmp_path, workers=0,
+          noautoanchor=True, plots=False, precision="fp32")
+    assert len(pins) == 4 and not any(pins)  # train and val loaders, asked and made without pinning
 
 
 def test_torchrun_two_process_gloo(data_yaml: Path, tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ and batch: a few warm-up calls, then the median of repeated calls. Next to laten
 reports the model's GFLOPs at that size, the GFLOP/s achieved, and that figure as a fraction of the
 machine's peak, measured in the same run as the best of two matrix multiplications of the same dtype
 (`torch.mm`, and oneDNN's matmul with pre-packed weights: MKL's GEMM is not the fastest path on
-every CPU). A fraction above 1 is possible for convolution algorithms that do fewer
-multiplications than a GEMM would (Winograd).
+every CPU). On a GPU the matmul runs in the math mode the convolutions use (TF32 for fp32 on
+Ampere and later, unless `torch.backends.cudnn.allow_tf32` is off) and is large enough to reach the
+tensor cores' rate. The fraction is capped at 1: a convolution algorithm that does fewer
+multiplications than a GEMM (Winograd, FFT) can beat the matmul, and then `above_peak` says so.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import platform
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -46,14 +49,35 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int, device: torch.devi
     return times
 
 
-def measure_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, runs: int = 5) -> dict[str, float | None]:
+@contextmanager
+def conv_math_mode(device: torch.device) -> Iterator[None]:
+    """Within: CUDA matmuls use TF32 exactly when cuDNN convolutions do (by default they do, matmuls
+    do not, so an fp32 matmul would understate the rate the convolutions run at)."""
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
+CPU_PEAK_N = 2048  # a CPU reaches its GEMM rate at this size within a second
+GPU_PEAK_N = 8192  # a data-centre GPU needs this size to fill its tensor cores (1.1 TFLOP per call)
+
+
+def measure_peak(dtype: torch.dtype, device: torch.device, n: int | None = None,
+                 runs: int = 5) -> dict[str, float | None]:
     """Best GFLOP/s of an n x n x n matrix multiplication in `dtype`: torch.mm, and on x86 CPUs
     oneDNN's matmul with pre-packed weights (MKL's GEMM runs a slow path on some CPUs: on the AMD
-    machine of benchmarks/README.md it reaches less than half of what oneDNN does)."""
+    machine of benchmarks/README.md it reaches less than half of what oneDNN does). On CUDA the
+    fp32 matmul uses TF32 exactly when cuDNN's convolutions may (`torch.backends.cudnn.allow_tf32`)."""
+    n = n or (GPU_PEAK_N if device.type == "cuda" else CPU_PEAK_N)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     flops = 2.0 * n ** 3
-    mm = flops / min(time_calls(lambda: torch.mm(a, b), runs, 2, device)) / 1e9
+    with conv_math_mode(device):
+        mm = flops / min(time_calls(lambda: torch.mm(a, b), runs, 2, device)) / 1e9
     onednn = None
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         try:
@@ -150,13 +174,14 @@ def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device:
     latency = statistics.median(times)
     peak = measure_peak(PRECISIONS[precision], device)
     achieved = gflops * batch / latency
+    fraction = achieved / peak["peak_gflops_s"]
     return {
         "model": model.spec.name, "subnet": subnet, "img": img, "batch": batch,
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
         "backend": backend, "path": path, "precision": precision,
         "latency_ms": latency * 1e3, "latency_min_ms": min(times) * 1e3, "fps": batch / latency,
         "gflops": gflops, "achieved_gflops_s": achieved, **peak,
-        "peak_fraction": achieved / peak["peak_gflops_s"],
+        "peak_fraction": min(fraction, 1.0), "above_peak": fraction > 1.0,
         "runs": runs, "warmup": warmup, "torch": torch.__version__,
     }
 
@@ -186,5 +211,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"throughput  {r['fps']:.1f} images/s",
         f"compute     {r['gflops']:.2f} GFLOPs per image -> {r['achieved_gflops_s']:.1f} GFLOP/s achieved",
         f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul measured now: torch.mm "
-        f"{r['mm_gflops_s']:.1f}{onednn}) -> {100 * r['peak_fraction']:.0f}% of peak",
+        f"{r['mm_gflops_s']:.1f}{onednn}) -> {100 * r['peak_fraction']:.0f}% of peak"
+        + (" (faster than the matmul: a Winograd/FFT convolution, or the matmul fell short)" if r["above_peak"]
+           else ""),
     ])

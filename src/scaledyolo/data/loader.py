@@ -220,6 +220,27 @@ class SeededSampler(Sampler):
         return iter(zip(order, (int(s) for s in seeds)))
 
 
+class BatchShardSampler(Sampler):
+    """Rank `rank` of `world` gets whole batches `rank, rank + world, ...` of an unshuffled split.
+
+    For sharded validation: rect batches stay the batches (and shapes) one process would see, no
+    image is repeated to even out the shards, and every image is seen exactly once over all ranks.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int) -> None:
+        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
+
+    def _indices(self) -> list[int]:
+        starts = range(self.rank * self.batch_size, self.n, self.world * self.batch_size)
+        return [i for start in starts for i in range(start, min(start + self.batch_size, self.n))]
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
+
+
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)  # the workers are the parallelism; OpenCV threads would oversubscribe
 
@@ -227,7 +248,8 @@ def _worker_init(_: int) -> None:
 def create_dataloader(data_cfg: DataConfig | str, split: str, img_size: int, batch_size: int,
                       hyp: dict[str, float] | str | None = None, augment: bool = False, rect: bool = False,
                       workers: int = 0, shuffle: bool = False, seed: int = 0, cache: bool = False,
-                      stride: int = 32, distributed: bool | None = None, pad: float | None = None
+                      stride: int = 32, distributed: bool | None = None, pad: float | None = None,
+                      shard: tuple[int, int] | None = None, pin_memory: bool | None = None
                       ) -> tuple[DataLoader, YoloDataset]:
     """A DataLoader over one split and its dataset (see the module doc for the batch format).
 
@@ -236,13 +258,18 @@ def create_dataloader(data_cfg: DataConfig | str, split: str, img_size: int, bat
     Under torch.distributed each rank gets its own shard (DistributedSampler); `distributed=False`
     gives one rank the whole split (e.g. validation on rank 0). `pad` (in strides) enlarges rect
     batch shapes: default 0.5 for validation as the official test.py, 0 when augmenting.
+    `shard=(rank, world)` gives this rank whole unshuffled batches (`BatchShardSampler`, for validation
+    on every rank). `pin_memory` (default: whether CUDA exists) should say whether batches go to a GPU:
+    pinning opens a CUDA context on the current GPU.
     """
     dataset = YoloDataset(data_cfg, split, img_size=img_size, batch_size=batch_size, hyp=hyp, augment=augment,
                           rect=rect, cache=cache, stride=stride, pad=pad, seed=seed)
     batch_size = max(1, min(batch_size, len(dataset)))
-    sampler = SeededSampler(dataset, shuffle=shuffle and not rect, seed=seed, distributed=distributed)
+    sampler: Sampler = (BatchShardSampler(len(dataset), batch_size, *shard) if shard is not None else
+                        SeededSampler(dataset, shuffle=shuffle and not rect, seed=seed, distributed=distributed))
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                        pin_memory=pin, persistent_workers=workers > 0,
                         worker_init_fn=_worker_init if workers > 0 else None, drop_last=False)
     return loader, dataset
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from scaledyolo.devices import select_device, synchronize
@@ -52,6 +53,18 @@ class _Tally:
         self.seen.append(index)
         self.predictions.append(det)
 
+    @staticmethod
+    def union(shards: Sequence["_Tally"]) -> "_Tally":
+        """One tally of several ranks' shards, images in dataset order as one process would add them."""
+        entries = sorted(((index, t, k) for t in shards for k, index in enumerate(t.seen)), key=lambda e: e[0])
+        out = _Tally(shards[0].confusion.nc)
+        out.confusion.matrix = sum((t.confusion.matrix for t in shards), out.confusion.matrix)
+        for index, t, k in entries:
+            out.seen.append(index)
+            for name in ("predictions", "tps", "confs", "pred_classes", "target_classes"):
+                getattr(out, name).append(getattr(t, name)[k])
+        return out
+
     def ap(self, order: list[int], nc: int) -> Any:
         """Our matcher's AP, accumulating images in `order` (pycocotools' order ranks tied scores alike)."""
         return ap_per_class(_cat([self.tps[k] for k in order], (0, 10), bool),
@@ -74,7 +87,7 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
              max_det: int = 300, tta: bool = False, names: Sequence[str] | None = None,
              plots_dir: str | Path | None = None, save_json: str | Path | None = None, coco: bool = True,
              half: bool = False, category_ids: Sequence[int] | None = None, progress: bool = True,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False, gather: bool = False) -> dict[str, Any]:
     """Run `model` over `loader` (batches of the data contract) and score it against `dataset`'s labels.
 
     Returns map, map50, map75 (pycocotools' when `coco`, else our matcher's), map_small/medium/large
@@ -82,7 +95,9 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     (images, labels, precision, recall, ap50, ap per class), speed (ms per image: inference, nms,
     total), own (our matcher's map/map50/map75), confusion_matrix, image_ids and predictions (per
     image (n, 6) [x1, y1, x2, y2, score, class] in original pixels). `half` runs the forward pass
-    under fp16 autocast on CUDA (the model's weights are left as they are).
+    under fp16 autocast on CUDA (the model's weights are left as they are). `gather`: under
+    torch.distributed, `loader` holds only this rank's shard; every rank runs its own, then all ranks
+    score the union (each returns the same figures).
     """
     names = list(names if names is not None else getattr(model, "names", None) or [])
     nc = int(getattr(model, "num_classes", 0) or len(names))
@@ -97,6 +112,10 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
                                                  keep_first=plots_dir is not None)
     finally:
         model.train(was_training)
+    if gather and dist.is_available() and dist.is_initialized():
+        shards: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, tally)
+        tally = _Tally.union(shards)
 
     all_ids = dataset_image_ids(dataset)
     image_ids = [all_ids[i] for i in tally.seen]
@@ -272,7 +291,7 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
     stride = model.spec.max_stride
     img_size = round_img_size(img or model.spec.img_size, stride)
     loader, dataset = create_dataloader(cfg, split, img_size, batch, augment=False, rect=geometry == "rect",
-                                        workers=workers, shuffle=False, stride=stride)
+                                        workers=workers, shuffle=False, stride=stride, pin_memory=dev.type == "cuda")
     result = validate(model, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
                       save_json=save_json, coco=True, half=dev.type == "cuda" if half is None else half,
                       category_ids=cfg.category_ids, progress=progress, verbose=verbose)

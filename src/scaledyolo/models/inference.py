@@ -39,6 +39,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from scaledyolo.models.layers import SPPCSP, BottleneckCSP, BottleneckCSP2, Conv
 from scaledyolo.models.yolo import YOLO, bn_affine, fuse_conv_bn, scaled_conv
@@ -158,7 +159,7 @@ class _FastCSP(nn.Module):
 class _FastCSP2(nn.Module):
     """BottleneckCSP2 / SPPCSP tail: the bypass half's BN is folded, the main half keeps an affine."""
 
-    def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, bn: nn.BatchNorm2d, act: nn.Module,
+    def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, bn: _BatchNorm, act: nn.Module,
                  out: nn.Module, make: "_Maker", bypass_from_input: bool) -> None:
         super().__init__()
         scale, shift = bn_affine(bn)
@@ -203,7 +204,7 @@ class _Maker:
 
     def __call__(self, module: nn.Module) -> nn.Module:
         if isinstance(module, Conv):
-            conv = fuse_conv_bn(module.conv, module.bn) if isinstance(module.bn, nn.BatchNorm2d) else module.conv
+            conv = fuse_conv_bn(module.conv, module.bn) if isinstance(module.bn, _BatchNorm) else module.conv
             return self.conv(conv, module.act, module.conv)
         if isinstance(module, BottleneckCSP):
             return _FastCSP(module, self)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from scaledyolo.models.architectures import ARCHITECTURES
 from scaledyolo.models.graph import Node
@@ -153,7 +154,7 @@ class YOLO(nn.Module):
     def fuse(self) -> "YOLO":
         """Fold every BatchNorm that follows a convolution into it (inference only); returns self."""
         for module in self.modules():
-            if isinstance(module, Conv) and isinstance(module.bn, nn.BatchNorm2d):
+            if isinstance(module, Conv) and isinstance(module.bn, _BatchNorm):
                 module.conv = fuse_conv_bn(module.conv, module.bn)
                 module.bn = nn.Identity()
         return self
@@ -196,23 +197,30 @@ def parse_levels(text: str, spec: ModelSpec) -> list[int]:
         raise UserError(f"unknown level {exc.args[0]!r} in {text!r}; this model has {', '.join(names)}") from None
 
 
-def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel (scale, shift) an eval-mode batch norm applies."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias.detach() - bn.running_mean * scale
+def bn_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel (scale, shift) an eval-mode batch norm applies, in float32.
+
+    Any `_BatchNorm` (BatchNorm2d, or the SyncBatchNorm a DDP run leaves in its EMA model).
+    """
+    scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+    return scale, bn.bias.detach().float() - bn.running_mean.float() * scale
 
 
 def scaled_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """`conv` followed by a per-output-channel affine, as one convolution with a bias."""
+    """`conv` followed by a per-output-channel affine, as one convolution with a bias.
+
+    Computed in float32, stored in `conv`'s own dtype and device (fusing an fp16/bf16 model keeps it so).
+    """
+    weight = conv.weight.detach()
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-    fused.weight.data.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
+                      conv.dilation, conv.groups, bias=True).to(device=weight.device, dtype=weight.dtype)
+    fused.weight.data.copy_(weight.float() * scale.view(-1, 1, 1, 1))
+    bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(shift)
     fused.bias.data.copy_(bias * scale + shift)
     return fused
 
 
-def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def fuse_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     """A convolution computing conv followed by (eval-mode) batch norm."""
     return scaled_conv(conv, *bn_affine(bn))
 

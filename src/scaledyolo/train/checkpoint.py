@@ -1,7 +1,8 @@
 """Our checkpoint format: tensors and plain Python data only, written atomically, read with weights_only=True.
 
 Keys: `format` ("scaledyolo-v1"), `spec` (ModelSpec as a dict), `names`, `state_dict`, and optionally
-`ema`, `optimizer`, `epoch`, `hyp`, `metrics`, plus any plain-data extras (`extra`).
+`ema`, `optimizer`, `scaler` (the AMP GradScaler's scale and growth tracker, for resume), `epoch`, `hyp`,
+`metrics`, plus any plain-data extras (`extra`).
 
 How the model is meant to be run, so that commands and the API need no flags to use it as trained:
 `img_size` (the training size; the loaded model's `spec.img_size`, which every command defaults to),
@@ -39,9 +40,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
-                    epoch: int | None = None, hyp: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None, img_size: int | None = None, data: str | Path | None = None,
-                    geometry: str | None = None) -> dict[str, Any]:
+                    scaler: torch.amp.GradScaler | None = None, epoch: int | None = None, hyp: dict | None = None,
+                    metrics: dict | None = None, extra: dict | None = None, img_size: int | None = None,
+                    data: str | Path | None = None, geometry: str | None = None) -> dict[str, Any]:
     """The checkpoint dict for `model` (unwrapped from DDP by the caller).
 
     `img_size`, `data` and `geometry` default to what `model` carries (`spec.img_size`, and the
@@ -65,6 +66,8 @@ def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimize
         ckpt["ema"] = _cpu_state(ema)
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        ckpt["scaler"] = scaler.state_dict()
     for key, value in (("epoch", epoch), ("hyp", hyp), ("metrics", metrics), ("extra", extra)):
         if value is not None:
             ckpt[key] = value

@@ -1,7 +1,8 @@
 """`train(...)`: the official Scaled-YOLOv4 recipe on one CPU, one GPU or many processes (torchrun).
 
 One epoch = warmup/cosine schedule, accumulated SGD steps to the nominal batch, EMA update; then
-(rank 0) validation of the EMA model, `weights/last.pt` (and `best.pt` on better fitness
+validation of the EMA model (under torchrun every rank validates its share, `train.distributed`),
+and on rank 0 `weights/last.pt` (and `best.pt` on better fitness
 0.1 mAP50 + 0.9 mAP50-95), one `results.csv` row, `results.png`, TensorBoard scalars.
 
 Nothing is lost to a crash or `kill -9`: checkpoints are written atomically, and each one carries
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -28,7 +28,6 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from scaledyolo.devices import select_device
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.eval.plots import plot_batch
 from scaledyolo.files import atomic_path, atomic_write_text
@@ -39,6 +38,7 @@ from scaledyolo.models.spec import MEMBERS, ModelSpec, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 from scaledyolo.runs import increment_path
 from scaledyolo.train.checkpoint import read_checkpoint, save_checkpoint
+from scaledyolo.train.distributed import init_distributed, run_on_main
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loss import ComputeLoss, unwrap
 from scaledyolo.train.plots import plot_results
@@ -62,23 +62,6 @@ def _log(message: str, rank: int = 0) -> None:
 def fitness(metrics: dict[str, float]) -> float:
     """The checkpoint-selection score: 0.1 mAP50 + 0.9 mAP50-95."""
     return 0.1 * float(metrics.get("map50", 0.0)) + 0.9 * float(metrics.get("map", 0.0))
-
-
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; initialises the process group.
-
-    Returns (-1, 1, -1) for a plain single-process run.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return -1, 1, -1
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), local_rank
 
 
 def seed_everything(seed: int) -> None:
@@ -215,8 +198,8 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
     `close_mosaic`: the last epochs train without mosaic (at most a third of the run), so the model
     ends on pictures like those it will be judged on (a later YOLO practice; 0 keeps mosaic to the end).
     `resume` (a run folder or its weights/last.pt) continues that run with its own arguments; only
-    `device` and `workers` may be changed. Works under torchrun: every process trains, rank 0
-    validates and saves.
+    `device` and `workers` may be changed. Works under torchrun: every process trains and
+    validates its share of the split, rank 0 saves.
     """
     ckpt = None
     if resume:
@@ -235,9 +218,9 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
                     freeze=int(freeze), seed=int(seed), noautoanchor=bool(noautoanchor), precision=precision,
                     cache=bool(cache), val=bool(val), plots=bool(plots), close_mosaic=int(close_mosaic))
         run_dir = None
-    rank, world, local_rank = init_distributed()
+    rank, world, _local_rank, process_device = init_distributed(args["device"])
     try:
-        return _Trainer(args, ckpt, run_dir, rank, world, local_rank).run()
+        return _Trainer(args, ckpt, run_dir, rank, world, process_device).run()
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -247,19 +230,13 @@ class _Trainer:
     """The state of one training run; `run()` is the epoch loop."""
 
     def __init__(self, args: dict[str, Any], ckpt: dict[str, Any] | None, run_dir: Path | None,
-                 rank: int, world: int, local_rank: int) -> None:
+                 rank: int, world: int, device: torch.device) -> None:
         from scaledyolo.data.dataset import load_data_config
         from scaledyolo.data.loader import create_dataloader
 
         self.args, self.rank, self.world = args, rank, world
         self.main = rank in (-1, 0)
-        if world == 1 and "," in str(args["device"] or ""):
-            n = len(str(args["device"]).split(","))
-            raise UserError(f"--device {args['device']}: several GPUs train through torchrun, one process each: "
-                            f"torchrun --nproc_per_node {n} -m scaledyolo train ... --device {args['device']}")
-        self.device = select_device(args["device"])
-        if world > 1 and self.device.type == "cuda" and str(args["device"] or "").strip() in ("", "cuda"):
-            self.device = torch.device("cuda", local_rank)  # one GPU per process
+        self.device = device  # this process's own device (init_distributed maps local ranks onto --device)
         seed_everything(args["seed"] + max(rank, 0))
         self.hyp = dict(ckpt["hyp"]) if ckpt and ckpt.get("hyp") else load_hyp(args["hyp"])
         self.data_cfg = load_data_config(args["data"])
@@ -282,16 +259,19 @@ class _Trainer:
         self.loader, self.dataset = self._train_loader(self.hyp)
         self._check_labels(nc)
         self.val_loader = self.val_dataset = None
-        if self.main and args["val"]:
+        if args["val"]:  # every rank validates its own whole batches; the predictions are gathered
             self.val_loader, self.val_dataset = create_dataloader(
                 self.data_cfg, "val", self.img, self.batch_per_rank * 2, hyp=self.hyp, augment=False, rect=True,
-                workers=args["workers"], shuffle=False, stride=self.gs, distributed=False)  # rank 0: whole split
+                workers=args["workers"], shuffle=False, stride=self.gs, shard=(rank, world) if world > 1 else None,
+                pin_memory=self.device.type == "cuda")
 
         # A pretrained head learnt its outputs for its own anchors: refitting them would undo that.
-        if ckpt is None and self.main and not args["noautoanchor"] and not self._pretrained():
+        if ckpt is None and not args["noautoanchor"] and not self._pretrained():
             from scaledyolo.data.anchors import check_anchors
 
-            check_anchors(self.dataset, self.model, thr=self.hyp["anchor_t"], img_size=self.img)
+            # rank 0 alone; DDP then broadcasts its (possibly new) anchors to every rank
+            run_on_main(lambda: check_anchors(self.dataset, self.model, thr=self.hyp["anchor_t"], img_size=self.img),
+                        self.main, world)
         elif ckpt is None and self.main and not args["noautoanchor"]:
             LOGGER.info("anchors: kept those of the pretrained weights (autoanchor skipped)")
         self.model.to(self.device)
@@ -302,15 +282,17 @@ class _Trainer:
         loss_hyp = dict(self.hyp, cls=self.hyp["cls"] * nc / 80.0)  # the official scaling of COCO's class gain
         self.compute_loss = ComputeLoss(self.model, loss_hyp)
 
+        # on every rank (DDP keeps the weights equal, so all ranks can validate); taken before the
+        # SyncBatchNorm conversion, so the EMA that is validated and saved holds plain BatchNorms
+        self.ema = ModelEMA(self.model)
         if world > 1 and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.ema = ModelEMA(self.model) if self.main else None
         if world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         self.autocast_dtype = self._precision(args["precision"])
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
 
         self.start_epoch, self.best_fitness, self.rows = 0, -1.0, []
         if ckpt is not None:
@@ -326,7 +308,8 @@ class _Trainer:
 
         a = self.args
         return create_dataloader(self.data_cfg, "train", self.img, self.batch_per_rank, hyp=hyp, augment=True,
-                                 workers=a["workers"], shuffle=True, seed=a["seed"], cache=a["cache"], stride=self.gs)
+                                 workers=a["workers"], shuffle=True, seed=a["seed"], cache=a["cache"], stride=self.gs,
+                                 pin_memory=self.device.type == "cuda")
 
     def _pretrained(self) -> bool:
         """Whether training starts from weights (`--weights`, or `--model` naming a weights file)."""
@@ -372,9 +355,10 @@ class _Trainer:
     def _restore(self, ckpt: dict[str, Any]) -> None:
         extra = ckpt["extra"]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.ema is not None:
-            self.ema.ema.load_state_dict(ckpt["ema"])
-            self.ema.updates = int(extra.get("ema_updates", 0))
+        self.ema.ema.load_state_dict(ckpt["ema"])
+        self.ema.updates = int(extra.get("ema_updates", 0))
+        if ckpt.get("scaler") and self.scaler.is_enabled():  # its scale, so AMP does not relearn it by skipping
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.best_fitness = float(extra.get("best_fitness", -1.0))
         self.rows = list(extra.get("results", []))
@@ -407,10 +391,8 @@ class _Trainer:
             for epoch in range(self.start_epoch, args["epochs"]):
                 t0 = time.time()
                 mloss = self._train_epoch(epoch)
-                if self.main:
-                    self._end_epoch(epoch, mloss, time.time() - t0)
-                if self.world > 1:
-                    dist.barrier()
+                metrics = self._validate()
+                run_on_main(lambda: self._end_epoch(epoch, mloss, metrics, time.time() - t0), self.main, self.world)
         except torch.cuda.OutOfMemoryError:
             raise RunError(f"CUDA out of memory at --batch {args['batch']} --img {self.img}: "
                            "try a smaller --batch or --img") from None
@@ -467,8 +449,7 @@ class _Trainer:
             if pending >= accumulate or i == self.nb - 1:
                 if self._step():
                     bad = 0
-                    if self.ema is not None:
-                        self.ema.update(model)
+                    self.ema.update(model)
                 else:
                     bad = self._bad_step(bad, f"non-finite gradients at epoch {epoch + 1}, batch {i + 1}")
                 pending = 0
@@ -516,8 +497,9 @@ class _Trainer:
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return True
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        grads = [p.grad.detach() for p in self.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads \
+            else torch.zeros(())
         finite = bool(torch.isfinite(norm))
         if finite:
             self.optimizer.step()
@@ -542,10 +524,9 @@ class _Trainer:
         from scaledyolo.eval.validate import validate
 
         return validate(self.ema.ema, self.val_loader, self.val_dataset, conf=0.001, iou=0.65, names=self.names,
-                        coco=False, progress=False)
+                        coco=False, progress=False, gather=self.world > 1)
 
-    def _end_epoch(self, epoch: int, mloss: torch.Tensor, seconds: float) -> None:
-        metrics = self._validate()
+    def _end_epoch(self, epoch: int, mloss: torch.Tensor, metrics: dict[str, float], seconds: float) -> None:
         fit = fitness(metrics)
         row = {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
                "train/cls_loss": float(mloss[2]), "train/total_loss": float(mloss[3]),
@@ -562,7 +543,7 @@ class _Trainer:
                  "ema_updates": self.ema.updates, "rng": rng_state()}
         trained = {"img_size": self.img, "data": self.data_cfg.file, "geometry": TRAINED_GEOMETRY}  # the defaults
         save_checkpoint(self.wdir / "last.pt", model, ema=self.ema.ema, optimizer=self.optimizer, epoch=epoch,
-                        hyp=self.hyp, metrics=row, extra=extra, **trained)
+                        hyp=self.hyp, metrics=row, extra=extra, scaler=self.scaler, **trained)
         if improved:
             save_checkpoint(self.wdir / "best.pt", model, ema=self.ema.ema, epoch=epoch, hyp=self.hyp, metrics=row,
                             extra={"args": self.args, "best_fitness": self.best_fitness}, **trained)
