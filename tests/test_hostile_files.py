@@ -226,3 +226,144 @@ def test_build_only_on_objects_of_this_load(tmp_path):
         valid_end = pkl.replace(pickle.POP + g("os", "system"), b"")
         with pytest.raises(UserError, match="refusing to load"):
             scaledyolo.load(torch_zip(tmp_path / f"{name}-quiet.pt", valid_end))
+
+
+# 4. bounded memory from small files: each is refused by a size check, and the child's peak RSS proves it
+
+def _detect_only_official(module, path: Path, grid: torch.Tensor) -> Path:
+    """A few-KB official-format file: a Model whose layer list is one Detect with the given anchor_grid."""
+    model = module.Model(official_standins.official_yaml("p5", nc=1, depth=0.34, width=0.25))
+    detect = model.model[-1]
+    detect.anchor_grid = grid
+    model.model = torch.nn.Sequential(detect)
+    torch.save({"model": model}, path)
+    return path
+
+
+def _our_checkpoint(path: Path, **spec_changes) -> Path:
+    """A scaledyolo checkpoint of yolov4-tiny at 1 class whose spec entry is changed (weights left as they are)."""
+    from scaledyolo.train.checkpoint import make_checkpoint
+
+    ckpt = make_checkpoint(scaledyolo.build_model("yolov4-tiny", num_classes=1))
+    ckpt["state_dict"] = {"layers.0.conv.weight": torch.zeros(1)}  # a few bytes: the file stays small
+    ckpt["spec"].update(spec_changes)
+    for key in [k for k, v in spec_changes.items() if v is None]:
+        del ckpt["spec"][key]
+    torch.save(ckpt, path)
+    return path
+
+
+def _lie_about_sizes(path: Path) -> Path:
+    """Rewrite each central-directory record of a zip so it declares its compressed size as its size."""
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"PK\x01\x02")
+    while pos != -1:
+        data[pos + 24:pos + 28] = data[pos + 20:pos + 24]  # uncompressed size := compressed size
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+BOMB = 64 << 20  # bytes of zeros: deflate makes 64 KB of them, a ratio of 1000
+
+
+def memory_cases(tmp_path: Path, module) -> dict[str, tuple[Path, str]]:
+    """name -> (hostile file, what its one-line error must say)."""
+    zero = torch.zeros(1)
+    bomb_pkl = PROTO2 + pickle.BINBYTES8 + struct.pack("<Q", BOMB) + bytes(BOMB) + pickle.STOP
+    storage_pkl = PROTO2 + tensor_pickle("FloatStorage", "0", BOMB // 4, (BOMB // 4,), (1,)) + pickle.STOP
+    return {
+        "stride-0-anchor-grid": (_detect_only_official(module, tmp_path / "grid.pt",
+                                                       zero.expand(3, 1, 4, 3000, 3000, 2)),
+                                 "more elements (216000000) than its storage (1)"),
+        "deflated-storage": (torch_zip(tmp_path / "storage-bomb.pt", storage_pkl, {"0": bytes(BOMB)},
+                                       zipfile.ZIP_DEFLATED), "compression ratio limit 10"),
+        "deflated-data-pkl": (torch_zip(tmp_path / "pkl-bomb.pt", bomb_pkl, compression=zipfile.ZIP_DEFLATED),
+                              "compression ratio limit 10"),
+        "lying-zip-sizes": (_lie_about_sizes(torch_zip(tmp_path / "liar.pt", bomb_pkl,
+                                                       compression=zipfile.ZIP_DEFLATED)), "damaged"),
+        "legacy-storage-count": (tmp_path / "legacy.pt", "the file ends inside a storage"),
+        "spec-width-8": (_our_checkpoint(tmp_path / "width8.pt", width=8.0), "width=8.0 must be a number"),
+        "spec-width-3.9": (_our_checkpoint(tmp_path / "width39.pt", width=3.9), "weights do not fit the model spec"),
+        "spec-img-20000": (_our_checkpoint(tmp_path / "img.pt", img_size=20000), "img_size=20000 must be"),
+        "official-width-8": (save_official(module, tmp_path / "wm8.pt", width_multiple=8.0), "width_multiple"),
+        "official-width-3.9": (save_official(module, tmp_path / "wm39.pt", width_multiple=3.9), "has shape"),
+    }
+
+
+def _legacy_with_huge_storage(path: Path) -> Path:
+    """A legacy torch.save stream whose storage header declares 2**40 elements (the file holds 12 bytes)."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue()
+    count = struct.pack("<q", 3)
+    pos = data.rfind(count)
+    path.write_bytes(data[:pos] + struct.pack("<q", 1 << 40) + data[pos + 8:])
+    return path
+
+
+def test_small_files_cannot_take_much_memory(official, tmp_path):
+    cases = memory_cases(tmp_path, official)
+    _legacy_with_huge_storage(cases["legacy-storage-count"][0])
+    for name, (path, needle) in cases.items():
+        assert path.stat().st_size < 8 << 20, (name, path.stat().st_size)
+        proc, peak_mb = capped_cli("info", str(path), cwd=tmp_path)
+        line = assert_one_line_error(proc, str(path))
+        assert needle in line, (name, line)
+        assert 0 < peak_mb < PEAK_RSS_LIMIT_MB, (name, peak_mb)
+
+
+def huge_cfg(filters: int) -> str:
+    """About 300 bytes of darknet cfg: three 3x3 convolutions of `filters` channels, a maxpool, one [yolo]."""
+    conv = f"[convolutional]\nfilters={filters}\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+    return ("[net]\nwidth=416\nheight=416\nchannels=3\n" + conv + "[maxpool]\nsize=2\nstride=2\n" + conv + conv
+            + "[convolutional]\nfilters=18\nsize=1\nactivation=linear\n"
+            + "[yolo]\nmask=0,1,2\nanchors=10,13,16,30,33,23\nclasses=1\n")
+
+
+def laughs(levels: int, tail: str) -> str:
+    """Nested aliases: level k is a list of nine references to level k-1, so the last one names 9**levels values."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, levels)]
+    return "\n".join(lines) + "\n" + tail.replace("LAST", f"*l{levels - 1}") + "\n"
+
+
+BILLION_LAUGHS = laughs(9, "train: LAST\nval: LAST\nnames: LAST")  # 9**9 = 387M values in 0.5 KB
+
+
+def test_darknet_cfg_and_yaml_bombs_are_refused_before_they_grow(tmp_path):
+    cfg, wide = tmp_path / "huge.cfg", tmp_path / "wide.cfg"
+    cfg.write_text(huge_cfg(4096))  # 302M parameters
+    wide.write_text(huge_cfg(6600))
+    data = tmp_path / "laughs.yaml"
+    data.write_text(BILLION_LAUGHS)
+    assert cfg.stat().st_size < 400 and data.stat().st_size < 1000
+    for args, path, needle in ((("info", str(cfg)), cfg, "parameters, more than the limit of 300,000,000"),
+                               (("info", str(wide)), wide, "filters=6600 is out of range (1 to 4096)"),
+                               (("data", str(data)), data, "nested aliases")):
+        proc, peak_mb = capped_cli(*args, cwd=tmp_path)
+        line = assert_one_line_error(proc, str(path))
+        assert needle in line, line
+        assert 0 < peak_mb < PEAK_RSS_LIMIT_MB, (args, peak_mb)
+
+
+def test_darknet_weights_length_is_checked_before_the_model_is_built(tmp_path):
+    """A wrong-length .weights beside a large cfg: the error comes from the cfg's arithmetic, not a built model."""
+    cfg = tmp_path / "big.cfg"
+    cfg.write_text(huge_cfg(3800))  # 260M parameters: within the limit, 1.04 GB if built
+    (tmp_path / "big.weights").write_bytes(struct.pack("<3iq", 0, 2, 5, 0) + bytes(4000))
+    needs = 20 + 4 * ((3 * 9 + 1) * 3800 + 2 * (3800 * 9 + 1) * 3800 + (3800 + 1) * 18)
+    proc, peak_mb = capped_cli("info", str(cfg), cwd=tmp_path)
+    assert_one_line_error(proc, "big.weights", f"the cfg needs {needs} bytes, found 4020")
+    assert 0 < peak_mb < PEAK_RSS_LIMIT_MB, peak_mb
+
+
+@pytest.mark.parametrize("reader", ["hyp", "spec"])
+def test_every_yaml_reader_refuses_alias_bombs(tmp_path, reader):
+    from scaledyolo.hyp import load_hyp
+    from scaledyolo.models.spec import load_spec
+
+    path = tmp_path / f"{reader}.yaml"
+    path.write_text(laughs(7, "lr0: LAST"))  # 9**7 = 4.8M values: harmless for safe_load, but past the limit
+    with pytest.raises(UserError, match="nested aliases"):
+        load_hyp(path) if reader == "hyp" else load_spec(path)

@@ -34,9 +34,19 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` to `path` atomically (see `scaledyolo.files.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save `obj` to `path` atomically (see `scaledyolo.files.atomic_path`).
+
+    A failed write (a full disk, a quota, an I/O error) is one line naming the file, and the temp file goes:
+    torch reports a short write from its own writer as `inline_container.cc ... unexpected pos`."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as exc:
+        raise UserError(f"cannot write it ({exc.strerror or exc})", path) from None
+    except RuntimeError as exc:
+        if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+            raise
+        raise UserError("cannot write it (the write failed: is the disk full?)", path) from None
 
 
 def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
