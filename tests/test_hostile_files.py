@@ -367,3 +367,90 @@ def test_every_yaml_reader_refuses_alias_bombs(tmp_path, reader):
     path.write_text(laughs(7, "lr0: LAST"))  # 9**7 = 4.8M values: harmless for safe_load, but past the limit
     with pytest.raises(UserError, match="nested aliases"):
         load_hyp(path) if reader == "hyp" else load_spec(path)
+
+
+# 7. clean errors: one `error: FILE: what` line, exit 2, no traceback, no escape sequence
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`scaledyolo ARGS` in this process (fast), as a CompletedProcess for assert_one_line_error."""
+    from scaledyolo.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+TINY_CFG = (Path(__file__).resolve().parents[2] / "shared" / "weights" / "yolov4-tiny.cfg")
+
+
+def _cfg_with(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    if not TINY_CFG.is_file():
+        pytest.skip(f"{TINY_CFG} is not here (the shared folder holds the released yolov4-tiny.cfg)")
+    text = TINY_CFG.read_text()
+    assert old in text
+    path = tmp_path / f"{name}.cfg"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"spec": None}, "it has no 'spec' entry"),
+    ({"stages": 0}, "stages=0 must be an integer from 1 to 7"),
+    ({"stages": 64}, "stages=64 must be an integer from 1 to 7"),
+    ({"arch": "resnet"}, "arch='resnet' is not an architecture"),
+    ({"num_classes": 0}, "num_classes=0"),
+    ({"anchors": [[1.0, 2.0, 3.0]]}, "anchors="),
+    ({"name": "\x1b[31mred\x1b[0m", "width": -1.0}, "width=-1.0"),
+])
+def test_bad_checkpoint_specs_are_one_line(tmp_path, capsys, change, needle):
+    path = tmp_path / "bad.pt"
+    if change == {"spec": None}:
+        from scaledyolo.train.checkpoint import make_checkpoint
+
+        ckpt = make_checkpoint(scaledyolo.build_model("yolov4-tiny", num_classes=1))
+        del ckpt["spec"]
+        torch.save(ckpt, path)
+    else:
+        _our_checkpoint(path, **change)
+    assert_one_line_error(run_main(capsys, "info", str(path)), str(path), needle)
+
+
+def test_official_files_with_odd_layer_keys_are_one_line(official, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = official.Model(official_standins.official_yaml("p5", nc=1, depth=0.34, width=0.25))
+    model.model._modules = type(model.model._modules)(
+        ("x" if key == "3" else key, value) for key, value in model.model._modules.items())
+    torch.save({"model": model}, tmp_path / "key.pt")
+    model = official.Model(official_standins.official_yaml("p5", nc=1, depth=0.34, width=0.25))
+    model.model[4].f = "abc"
+    torch.save({"model": model}, tmp_path / "f.pt")
+    for name, needle in (("key.pt", "keys that are not layer numbers"), ("f.pt", "layer 4 reads 'abc'")):
+        assert_one_line_error(run_main(capsys, "info", str(tmp_path / name)), name, needle)
+
+
+@pytest.mark.parametrize("name,old,new,needle", [
+    ("upsample-0", "[upsample]\nstride=2", "[upsample]\nstride=0", "[upsample] stride=0 is out of range (1 to 8)"),
+    ("groups-0", "groups=2", "groups=0", "[route] groups=0 is out of range (1 to 4096)"),
+    ("size-negative", "size=3", "size=-3", "[convolutional] size=-3 is out of range (1 to 15)"),
+    ("escape", "[maxpool]", "[max\x1b[2Jpool]", "unknown or unsupported layer type [max\\x1b[2jpool]"),
+])
+def test_bad_cfg_values_are_one_line(tmp_path, capsys, name, old, new, needle):
+    path = _cfg_with(tmp_path, name, old, new)
+    assert_one_line_error(run_main(capsys, "info", str(path)), str(path), needle)
+
+
+def test_a_full_disk_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
+    """Every write to the checkpoint's temp file fails with ENOSPC: one line, and nothing is left behind."""
+    import errno
+
+    from scaledyolo.train import checkpoint
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode: FullDisk(path, mode), raising=False)
+    out = tmp_path / "out" / "tiny.pt"
+    proc = run_main(capsys, "convert", "yolov4-tiny", "-o", str(out))
+    assert_one_line_error(proc, str(out), "cannot write it (No space left on device)")
+    assert list(out.parent.iterdir()) == []  # no temp file, no half-written checkpoint
