@@ -14,7 +14,7 @@ import traceback
 import warnings
 from typing import Any, Callable
 
-from scaledyolo.errors import ScaledYoloError, UserError
+from scaledyolo.errors import ScaledYoloError, UserError, printable
 from scaledyolo.logs import install_cli_handler
 
 MEMBERS_HELP = "yolov4-tiny, yolov4-csp, yolov4-p5, yolov4-p6, yolov4-p7"
@@ -399,10 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             print("error: out of GPU memory; try a smaller --batch or --img", file=sys.stderr)
         elif isinstance(exc, OSError) and exc.filename is not None:  # a file named by the user is unusable
-            print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            print(printable(f"error: {exc.filename}: {exc.strerror or exc}"), file=sys.stderr)
             return 2
         else:
-            print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+            print(printable(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)"),
+                  file=sys.stderr)
         return 1
 
 

@@ -6,7 +6,19 @@ with the offending file when there is one; `cli.main` turns them into ``error: F
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the line/paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for one terminal line: control characters (escape sequences, newlines) shown as `\\xNN`.
+
+    Messages quote file names and file contents; a hostile one must not recolour or rewrite the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 class ScaledYoloError(Exception):
@@ -17,7 +29,8 @@ class ScaledYoloError(Exception):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         self.message = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        text = f"{self.path}: {message}" if self.path else message
+        super().__init__(printable(text))
 
 
 class UserError(ScaledYoloError):

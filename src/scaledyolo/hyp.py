@@ -5,23 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaledyolo.errors import UserError
+from scaledyolo.safe_yaml import read_yaml
 
 CFG_DIR = Path(__file__).parent / "cfg"
 BUILTIN = {"scratch": CFG_DIR / "hyp.scratch.yaml", "finetune": CFG_DIR / "hyp.finetune.yaml"}
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("hyper-parameter file not found", path) from None
-    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file
-        raise UserError(f"cannot read it as a YAML text file ({getattr(exc, 'strerror', None) or exc})", path) from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
+    data = read_yaml(path, "hyper-parameter file")
     if data is None:
         return {}
     if not isinstance(data, dict):

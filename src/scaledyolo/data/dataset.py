@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scaledyolo.errors import UserError
 from scaledyolo.data import formats
+from scaledyolo.errors import UserError
+from scaledyolo.safe_yaml import read_yaml
 
 SPLITS = ("train", "val", "test")
 
@@ -108,12 +107,7 @@ def _split(name: str, value: Any, root: Path, file: Path) -> SplitSpec:
 def load_data_config(path: str | Path) -> DataConfig:
     """Parse and check a data YAML; every problem is a one-line `UserError` naming the file."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError("data YAML not found", file)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", file) from None
+    raw = read_yaml(file, "data YAML")
     if not isinstance(raw, dict):
         raise UserError("expected a mapping with path, train, val and names", file)
     if not isinstance(raw.get("path") or ".", (str, Path)):

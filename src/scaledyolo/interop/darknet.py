@@ -14,6 +14,7 @@ map, so that conv becomes linear here and the sigmoid moves into `Detect.decode`
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections import Counter
@@ -28,7 +29,7 @@ from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_write_bytes, atomic_write_text
 from scaledyolo.models.graph import GraphBuilder
 from scaledyolo.models.layers import Concat, Conv, Identity, MaxPool, Shortcut, Upsample
-from scaledyolo.models.spec import ModelSpec, get_spec
+from scaledyolo.models.spec import MAX_CFG_CHARS, MAX_CLASSES, MAX_IMG_SIZE, ModelSpec, get_spec
 
 if TYPE_CHECKING:
     from scaledyolo.models.yolo import YOLO
@@ -37,6 +38,15 @@ NAMED_CFG_MEMBERS = ("yolov4-tiny", "yolov4-csp")
 ACTIVATION_NAMES = {"leaky": "leaky", "mish": "mish", "linear": "linear", "logistic": "logistic",
                     "relu": "relu", "swish": "silu"}
 WEIGHTS_VERSION = (0, 2, 5)  # major, minor, revision that darknet itself writes today
+# Range of every integer option we read, whatever the section (see SECURITY.md): darknet's own cfgs stay far
+# inside them (filters <= 2048, size <= 13, stride <= 2); a value outside is an error naming its line.
+CFG_INT_RANGES = {
+    "filters": (1, 4096), "size": (1, 15), "stride": (1, 8), "stride_x": (1, 8), "stride_y": (1, 8),
+    "pad": (0, 1), "padding": (0, 15), "groups": (1, 4096), "group_id": (0, 4095), "batch_normalize": (0, 1),
+    "classes": (1, MAX_CLASSES), "new_coords": (0, 1), "width": (32, MAX_IMG_SIZE), "height": (32, MAX_IMG_SIZE),
+    "channels": (1, 4), "maxpool_depth": (0, 1),
+}
+MAX_CFG_SECTIONS = 2000  # yolov4-p7-sized cfgs have about 400
 
 
 @dataclass
@@ -55,9 +65,13 @@ class Section:
         if value is None:
             return default
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            raise UserError(f"line {self.line}: [{self.kind}] {key}={value} is not an integer", path) from None
+            raise UserError(f"line {self.line}: [{self.kind}] {key}={value!r:.40} is not an integer", path) from None
+        low, high = CFG_INT_RANGES.get(key, (-(1 << 31), (1 << 31) - 1))
+        if not low <= number <= high:
+            raise UserError(f"line {self.line}: [{self.kind}] {key}={number} is out of range ({low} to {high})", path)
+        return number
 
     def float(self, key: str, default: float, path: str | Path | None = None) -> float:
         value = self.options.get(key)
@@ -91,6 +105,8 @@ def parse_cfg(text: str, path: str | Path | None = None) -> list[Section]:
         if not line:
             continue
         if line.startswith("["):
+            if len(sections) >= MAX_CFG_SECTIONS:
+                raise UserError(f"line {number}: more than {MAX_CFG_SECTIONS} sections", path)
             if not line.endswith("]"):
                 raise UserError(f"line {number}: unterminated section header {line!r}", path)
             sections.append(Section(line[1:-1].strip().lower(), {}, number))
@@ -337,7 +353,8 @@ def spec_from_cfg(text: str, path: str | Path | None = None) -> ModelSpec:
     """The ModelSpec of a cfg: a named member when the cfg is one layer for layer, else `arch="darknet"`."""
     from scaledyolo.models.architectures import ARCHITECTURES
 
-    graph = build_graph(text, path=path)
+    with torch.device("meta"):  # layer shapes only: a cfg must not allocate its model before its size is checked
+        graph = build_graph(text, path=path)
     heads = graph.heads
     anchors = [h.anchors for h in heads]
     scales = [h.scale_xy for h in heads]
@@ -347,17 +364,23 @@ def spec_from_cfg(text: str, path: str | Path | None = None) -> ModelSpec:
     stages = heads[-1].stride.bit_length() - 1
     signature = _signature(graph.builder)
     for name in NAMED_CFG_MEMBERS:
+        if get_spec(name).num_levels != len(anchors):
+            continue
         member = get_spec(name).replace(num_classes=heads[0].classes, anchors=anchors, img_size=img_size)
         if (member.decode, member.scale_xy) != (decode, scale_xy) or member.stages != stages:
             continue
-        builder, levels = ARCHITECTURES[member.arch](member)
+        with torch.device("meta"):
+            builder, levels = ARCHITECTURES[member.arch](member)
         if levels == graph.level_layers and _signature(builder) == signature:
             return member
     activation = Counter(a for a in graph.activations if a != "linear").most_common(1)
-    return ModelSpec(name=Path(path).stem if path else "darknet", arch="darknet", img_size=img_size, stages=stages,
-                     depths=[], width=1.0, activation=activation[0][0] if activation else "linear", anchors=anchors,
-                     neck_depth=0, num_classes=heads[0].classes, decode=decode, scale_xy=scale_xy,
-                     extra={"cfg": text})
+    try:
+        return ModelSpec(name=Path(path).stem if path else "darknet", arch="darknet", img_size=img_size,
+                         stages=stages, depths=[], width=1.0, activation=activation[0][0] if activation else "linear",
+                         anchors=anchors, neck_depth=0, num_classes=heads[0].classes, decode=decode,
+                         scale_xy=scale_xy, extra={"cfg": text})
+    except UserError as exc:
+        raise UserError(exc.message, path) from None
 
 
 def build_darknet(spec: ModelSpec) -> tuple[GraphBuilder, list[int]]:
@@ -403,6 +426,25 @@ def read_weights_header(data: bytes, path: str | Path | None = None) -> tuple[tu
     return (major, minor, revision, seen), size
 
 
+def expected_weights_bytes(model: "YOLO", header_size: int) -> int:
+    """The exact length of a `.weights` file for `model` (works on a meta-device model)."""
+    return header_size + 4 * sum(t.numel() for c in _convs(model) for t in _conv_tensors(c))
+
+
+def check_weights_length(model: "YOLO", path: str | Path) -> None:
+    """Compare a `.weights` file's length with what the model needs, from its header and size alone."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("weights file not found", path)
+    with open(path, "rb") as f:
+        head = f.read(20)
+        found = os.fstat(f.fileno()).st_size
+    _, offset = read_weights_header(head, path)
+    expected = expected_weights_bytes(model, offset)
+    if found != expected:
+        raise UserError(_length_message(model, _convs(model), found, expected), path)
+
+
 def load_weights(model: "YOLO", path: str | Path) -> tuple[int, int, int, int]:
     """Fill the model's convolutions from a darknet `.weights` file; returns its header.
 
@@ -410,14 +452,12 @@ def load_weights(model: "YOLO", path: str | Path) -> tuple[int, int, int, int]:
     running mean, running variance (or the bias), then the kernel, all float32 little-endian.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError("weights file not found", path)
+    check_weights_length(model, path)
     data = path.read_bytes()
     header, offset = read_weights_header(data, path)
     convs = _convs(model)
-    expected = offset + 4 * sum(t.numel() for c in convs for t in _conv_tensors(c))
-    if len(data) != expected:
-        raise UserError(_length_message(model, convs, len(data), expected), path)
+    if len(data) != expected_weights_bytes(model, offset):  # the file changed since it was checked
+        raise UserError("the weights file changed while it was read", path)
     values = np.frombuffer(data, dtype="<f4", offset=offset)
     if not np.isfinite(values).all():
         raise UserError("the weights file holds NaN or infinite values (damaged or not a weights file)", path)
@@ -541,16 +581,24 @@ def _conv_section(m: Conv, decode_next: str | None) -> str:
 
 def model_from_cfg(cfg: str | Path, weights: str | Path | None = None) -> "YOLO":
     """Build the model of a cfg file and, when given, load its `.weights`."""
-    from scaledyolo.models.yolo import YOLO
+    from scaledyolo.models.yolo import YOLO, meta_model
 
     cfg = Path(cfg)
     if not cfg.is_file():
         raise UserError("cfg file not found", cfg)
+    if cfg.stat().st_size > MAX_CFG_CHARS:
+        raise UserError(f"not a darknet cfg ({cfg.stat().st_size} bytes; the limit is {MAX_CFG_CHARS})", cfg)
     try:
         text = cfg.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError("not a darknet cfg (not UTF-8 text)", cfg) from None
-    model = YOLO(spec_from_cfg(text, cfg))
+    spec = spec_from_cfg(text, cfg)
+    try:
+        if weights is not None:  # the length is checked before the model takes any memory
+            check_weights_length(meta_model(spec), weights)
+        model = YOLO(spec)
+    except UserError as exc:
+        raise UserError(exc.message, exc.path or cfg) from None
     if weights is not None:
         load_weights(model, weights)
     return model.eval()

@@ -19,8 +19,8 @@ import torch
 
 from scaledyolo.errors import UserError
 from scaledyolo.interop.unpickler import StandIn, restricted_load
-from scaledyolo.models.spec import MEMBERS, ModelSpec
-from scaledyolo.models.yolo import YOLO
+from scaledyolo.models.spec import MAX_ANCHORS_PER_LEVEL, MAX_STAGES, MAX_WIDTH, MEMBERS, ModelSpec
+from scaledyolo.models.yolo import YOLO, meta_model, state_mismatch
 
 OUR_TYPES = {  # official class -> the class our graph holds at the same index
     "models.common.Conv": "Conv", "models.common.Bottleneck": "Bottleneck",
@@ -35,22 +35,28 @@ def _unknown(path: str | Path, why: str) -> UserError:
     return UserError(f"official file of unknown structure: {why}", path)
 
 
-def _modules(obj: StandIn) -> dict[str, Any]:
-    return obj.state.get("_modules") or {}
+MAX_NESTING = 16  # module depth of the official tree is 5 (Model > Sequential > CSP > Sequential > Bottleneck > Conv)
 
 
-def _state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+def _modules(obj: Any) -> dict[str, Any]:
+    modules = obj.state.get("_modules") if isinstance(obj, StandIn) else None
+    return modules if isinstance(modules, dict) else {}
+
+
+def _state_dict(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
     """nn.Module.state_dict() of a stand-in tree: parameters, persistent buffers, then children."""
-    if not isinstance(obj, StandIn):
+    if not isinstance(obj, StandIn) or depth > MAX_NESTING:
         return {}
     out: dict[str, torch.Tensor] = {}
-    skip = obj.state.get("_non_persistent_buffers_set") or set()
+    skip = obj.state.get("_non_persistent_buffers_set")
+    skip = skip if isinstance(skip, (set, frozenset)) else set()
     for group in ("_parameters", "_buffers"):
-        for name, tensor in (obj.state.get(group) or {}).items():
+        tensors = obj.state.get(group)
+        for name, tensor in (tensors.items() if isinstance(tensors, dict) else ()):
             if isinstance(tensor, torch.Tensor) and name not in skip:
-                out[prefix + name] = tensor
+                out[f"{prefix}{name}"] = tensor
     for name, child in _modules(obj).items():
-        out.update(_state_dict(child, f"{prefix}{name}."))
+        out.update(_state_dict(child, f"{prefix}{name}.", depth + 1))
     return out
 
 
@@ -65,8 +71,12 @@ def find_model(ckpt: Any, path: str | Path) -> StandIn:
     raise _unknown(path, "expected a dict whose 'model' entry is a models.yolo.Model")
 
 
-def _sources(index: int, f: Any) -> tuple[int, ...]:
-    fs = [f] if isinstance(f, int) else list(f)
+def _sources(index: int, f: Any) -> tuple[int, ...] | None:
+    """The absolute layer indices an official layer's `f` names (None when `f` is not an index or a list of them)."""
+    fs = [f] if isinstance(f, int) else f
+    if not isinstance(fs, (list, tuple)) or not 0 < len(fs) <= 16 or any(
+            not isinstance(s, int) or isinstance(s, bool) for s in fs):
+        return None
     return tuple(index - 1 if s == -1 else (index + s if s < 0 else s) for s in fs)
 
 
@@ -99,14 +109,20 @@ def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, lis
     seq = _modules(model).get("model")
     if not isinstance(seq, StandIn):
         raise _unknown(path, "the model has no layer list")
-    layers = [seq.state["_modules"][k] for k in sorted(_modules(seq), key=int)]
+    keys = list(_modules(seq))
+    if any(not isinstance(k, str) or not k.isdecimal() or len(k) > 6 for k in keys):
+        raise _unknown(path, "its layer list has keys that are not layer numbers")
+    layers = [_modules(seq)[k] for k in sorted(keys, key=int)]
     if not layers or any(not isinstance(m, StandIn) for m in layers) or layers[-1].qualname != "models.yolo.Detect":
         raise _unknown(path, "the last layer is not a models.yolo.Detect")
     detect = layers[-1]
     grid = (detect.state.get("_buffers") or {}).get("anchor_grid")
     nc = detect.state.get("nc")
-    if not isinstance(grid, torch.Tensor) or grid.dim() != 6 or not isinstance(nc, int):
+    if not isinstance(grid, torch.Tensor) or grid.dim() != 6 or not isinstance(nc, int) or isinstance(nc, bool):
         raise _unknown(path, "the Detect layer has no anchor_grid or class count")
+    levels, _, per_level, h, w, two = grid.shape
+    if not (1 <= levels <= MAX_STAGES and 1 <= per_level <= MAX_ANCHORS_PER_LEVEL and h == w == 1 and two == 2):
+        raise _unknown(path, f"the Detect anchor_grid has shape {tuple(grid.shape)}, expected (levels, 1, anchors, 1, 1, 2)")
     anchors = [[float(v) for v in level.reshape(-1).tolist()] for level in grid.float()]
     types = [m.qualname for m in layers[:-1]]
     if "models.common.SPPCSP" not in types:
@@ -118,15 +134,18 @@ def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, lis
     neck_depth = len(_modules(_modules(csp2[0]).get("m"))) if csp2 else 1
     yaml = model.state.get("yaml") if isinstance(model.state.get("yaml"), dict) else {}
     width = yaml.get("width_multiple")
-    if not isinstance(width, (int, float)) or width <= 0:
-        raise _unknown(path, "the model's yaml has no width_multiple")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= MAX_WIDTH:
+        raise _unknown(path, f"the model's yaml has no width_multiple in (0, {MAX_WIDTH:g}] (found {width!r:.40})")
     extra = {"first_stage": "bottleneck"} if blocks and blocks[0].qualname == "models.common.Bottleneck" else {}
     stages = len(blocks)
     bn_eps, bn_momentum = _batchnorm_settings(model, path)
     name = _member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}"
-    spec = ModelSpec(name=name, arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640), stages=stages,
-                     depths=depths, width=float(width), activation="mish", anchors=anchors, neck_depth=neck_depth,
-                     num_classes=nc, extra=extra, bn_eps=bn_eps, bn_momentum=bn_momentum)
+    try:
+        spec = ModelSpec(name=name, arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640),
+                         stages=stages, depths=depths, width=float(width), activation="mish", anchors=anchors,
+                         neck_depth=neck_depth, num_classes=nc, extra=extra, bn_eps=bn_eps, bn_momentum=bn_momentum)
+    except UserError as exc:
+        raise _unknown(path, exc.message) from None
     return spec, layers
 
 
@@ -145,7 +164,9 @@ def model_from_official(ckpt: Any, path: str | Path) -> YOLO:
     official = find_model(ckpt, path)
     spec, layers = spec_from_official(official, path)
     try:
-        model = YOLO(spec)
+        model = meta_model(spec)  # the structure is checked without allocating the model
+    except UserError as exc:
+        raise _unknown(path, exc.message) from None
     except (ValueError, IndexError, KeyError) as exc:
         raise _unknown(path, f"cannot build a model for it ({exc})") from None
     detect_index = len(layers) - 1
@@ -157,27 +178,23 @@ def model_from_official(ckpt: Any, path: str | Path) -> YOLO:
             raise _unknown(path, f"layer {i} is {layer.qualname}, expected our {ours}")
         f = layer.state.get("f", -1)
         if _sources(i, f) != model.sources[i]:
-            raise _unknown(path, f"layer {i} reads {f}, expected layers {model.sources[i]}")
+            raise _unknown(path, f"layer {i} reads {f!r:.60}, expected layers {model.sources[i]}")
     if _sources(detect_index, layers[-1].state.get("f", [])) != tuple(model.level_layers):
-        raise _unknown(path, f"Detect reads {layers[-1].state.get('f')}, expected {model.level_layers}")
+        raise _unknown(path, f"Detect reads {layers[-1].state.get('f')!r:.60}, expected {model.level_layers}")
     state = {}
     for key, tensor in _state_dict(official.state["_modules"]["model"]).items():
         index, rest = key.split(".", 1)
         if int(index) == detect_index:
             if rest in ("anchors", "anchor_grid"):
                 continue
-            state[f"detect.{rest}"] = tensor.float()
+            state[f"detect.{rest}"] = tensor
         else:
-            state[f"layers.{key}"] = tensor.float() if tensor.is_floating_point() else tensor
-    state["detect.anchors"] = model.detect.anchors.new_tensor(spec.anchors).view_as(model.detect.anchors)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise _unknown(path, f"missing {missing[:3]} unexpected {unexpected[:3]}")
-    for key, tensor in expected.items():
-        if tensor.shape != state[key].shape:
-            raise _unknown(path, f"{key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+            state[f"layers.{key}"] = tensor
+    state["detect.anchors"] = torch.tensor(spec.anchors).view(model.detect.anchors.shape)
+    problem = state_mismatch(model, state)  # before the real model exists: load_state_dict converts fp16 itself
+    if problem:
+        raise _unknown(path, problem)
+    model = YOLO(spec)
     model.load_state_dict(state)
     return model.eval()
 

@@ -8,12 +8,28 @@ in that order, so YOLOv4-P6 and P7 are P5 scaled (see `tests/test_models.py`).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from scaledyolo.errors import UserError
 from scaledyolo.logs import LOGGER
+from scaledyolo.models.layers import ACTIVATIONS
+from scaledyolo.safe_yaml import read_yaml
+
+ARCHS = ("tiny", "csp", "large", "darknet")
+DECODES = ("darknet", "scaled")
+# Sane ranges for a spec read from a file (see SECURITY.md): the largest member, P7, has 7 stages, width 1.25,
+# depths up to 15, 1536-pixel inputs and 4 anchors per level; the model's parameter count is bounded separately.
+MAX_IMG_SIZE = 4096
+MAX_STAGES = 7
+MAX_DEPTH = 64
+MAX_WIDTH = 4.0
+MAX_ANCHORS_PER_LEVEL = 16
+MAX_ANCHOR = 100_000.0  # pixels
+MAX_CLASSES = 10_000
+MAX_CFG_CHARS = 1 << 20
 
 # The paper's per-stage depths of the CSP backbone for the large members (stages 1..7).
 LARGE_STAGE_DEPTHS = [1, 3, 15, 15, 7, 7, 7]
@@ -70,6 +86,8 @@ class ModelSpec:
     bn_momentum: float | None = None
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise _bad("arch", self.arch, f"is not an architecture ({', '.join(ARCHS)})")
         eps, momentum = ARCH_BATCHNORM.get(self.arch, DARKNET_BATCHNORM)
         self.bn_eps = eps if self.bn_eps is None else self.bn_eps
         self.bn_momentum = momentum if self.bn_momentum is None else self.bn_momentum
@@ -78,6 +96,7 @@ class ModelSpec:
             raise UserError(f"bn_eps must be in (0, 1) and bn_momentum in [0, 1], got {self.bn_eps!r}, "
                             f"{self.bn_momentum!r}")
         self.bn_eps, self.bn_momentum = float(self.bn_eps), float(self.bn_momentum)
+        self.validate()
 
     @property
     def num_levels(self) -> int:
@@ -100,15 +119,26 @@ class ModelSpec:
         """The darknet `scale_x_y` of one level (`scale_xy` is one value or one per level)."""
         return float(self.scale_xy[level] if isinstance(self.scale_xy, (list, tuple)) else self.scale_xy)
 
+    def validate(self) -> None:
+        """Check every field's type and range (UserError naming the field): a spec read from a file decides
+        how much memory the model takes, so nothing is built from values outside these ranges."""
+        _check_spec(self)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Any) -> "ModelSpec":
+        if not isinstance(data, dict):
+            raise UserError(f"a model spec must be a mapping of its fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise UserError(f"unknown model spec keys: {', '.join(sorted(unknown))}")
+            raise UserError(f"unknown model spec keys: {', '.join(sorted(map(str, unknown)))}")
+        missing = [f.name for f in fields(cls)
+                   if f.default is MISSING and f.default_factory is MISSING and f.name not in data]
+        if missing:
+            raise UserError(f"the model spec lacks {', '.join(missing)}")
         return cls(**copy.deepcopy(data))
 
     def replace(self, **changes: Any) -> "ModelSpec":
@@ -145,6 +175,72 @@ class ModelSpec:
         )
 
 
+def _bad(name: str, value: Any, why: str) -> UserError:
+    text = repr(value)
+    return UserError(f"model spec: {name}={text[:60] + '...' if len(text) > 60 else text} {why}")
+
+
+def _int_in(name: str, value: Any, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _bad(name, value, f"must be an integer from {low} to {high}")
+    return value
+
+
+def _number_in(name: str, value: Any, low: float, high: float) -> float:
+    """A finite number with low < value <= high."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not (
+            low < value <= high):
+        raise _bad(name, value, f"must be a number above {low:g} and at most {high:g}")
+    return float(value)
+
+
+def _check_spec(spec: ModelSpec) -> None:
+    if not isinstance(spec.name, str) or not 0 < len(spec.name) <= 200:
+        raise _bad("name", spec.name, "must be a non-empty string of at most 200 characters")
+    if spec.arch not in ARCHS:
+        raise _bad("arch", spec.arch, f"is not an architecture ({', '.join(ARCHS)})")
+    if spec.activation not in ACTIVATIONS:
+        raise _bad("activation", spec.activation, f"is not an activation ({', '.join(ACTIVATIONS)})")
+    if spec.decode not in DECODES:
+        raise _bad("decode", spec.decode, f"is not a decoding rule ({', '.join(DECODES)})")
+    _int_in("img_size", spec.img_size, 32, MAX_IMG_SIZE)
+    _int_in("stages", spec.stages, 3 if spec.arch in ("csp", "large") else 1, MAX_STAGES)
+    _int_in("neck_depth", spec.neck_depth, 0, MAX_DEPTH)
+    _int_in("num_classes", spec.num_classes, 1, MAX_CLASSES)
+    _number_in("width", spec.width, 0.0, MAX_WIDTH)
+    if not isinstance(spec.depths, list) or len(spec.depths) > MAX_STAGES:
+        raise _bad("depths", spec.depths, f"must be a list of at most {MAX_STAGES} integers")
+    for depth in spec.depths:
+        _int_in("depths", depth, 1, MAX_DEPTH)
+    if spec.arch in ("csp", "large") and len(spec.depths) != spec.stages:
+        raise _bad("depths", spec.depths, f"must give one depth per stage ({spec.stages})")
+    anchors = spec.anchors
+    if not isinstance(anchors, list) or not 1 <= len(anchors) <= spec.stages + 1 or any(
+            not isinstance(level, list) or len(level) != len(anchors[0]) for level in anchors):
+        raise _bad("anchors", anchors, f"must be 1 to {spec.stages + 1} lists of equal length (one per level)")
+    if not 2 <= len(anchors[0]) <= 2 * MAX_ANCHORS_PER_LEVEL or len(anchors[0]) % 2:
+        raise _bad("anchors", anchors[0], f"must be 1 to {MAX_ANCHORS_PER_LEVEL} width,height pairs per level")
+    for level in anchors:
+        for value in level:
+            _number_in("anchors", value, 0.0, MAX_ANCHOR)
+    expected_levels = {"tiny": 2, "csp": spec.stages - 2, "large": spec.stages - 2}.get(spec.arch)
+    if spec.arch == "tiny" and spec.stages != 5:
+        raise _bad("stages", spec.stages, "must be 5 for the tiny architecture")
+    if expected_levels is not None and len(anchors) != expected_levels:
+        raise _bad("anchors", anchors, f"must have {expected_levels} levels for arch {spec.arch} with "
+                                       f"{spec.stages} stages")
+    scales = list(spec.scale_xy) if isinstance(spec.scale_xy, (list, tuple)) else [spec.scale_xy]
+    if isinstance(spec.scale_xy, (list, tuple)) and len(scales) != len(anchors):
+        raise _bad("scale_xy", spec.scale_xy, f"must be one number or one per level ({len(anchors)})")
+    for scale in scales:
+        _number_in("scale_xy", scale, 0.0, 4.0)
+    if not isinstance(spec.extra, dict) or any(not isinstance(k, str) for k in spec.extra):
+        raise _bad("extra", spec.extra, "must be a mapping with string keys")
+    cfg = spec.extra.get("cfg")
+    if cfg is not None and (not isinstance(cfg, str) or len(cfg) > MAX_CFG_CHARS):
+        raise _bad("extra.cfg", type(cfg).__name__, f"must be darknet cfg text of at most {MAX_CFG_CHARS} characters")
+
+
 def _default_anchors(levels: int) -> list[list[float]]:
     for spec in MEMBERS.values():
         if spec.arch == "large" and spec.num_levels == levels:
@@ -168,25 +264,14 @@ MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width
 
 def load_spec(path: str | Path) -> ModelSpec:
     """A `ModelSpec` from a YAML mapping of its fields (`--model my.yaml`); every problem names the file."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError("model spec file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:  # no permission, a binary file
-        raise UserError(f"cannot read it as a YAML text file ({getattr(exc, 'strerror', None) or exc})", path) from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
+    data = read_yaml(path, "model spec file")
     if not isinstance(data, dict):
         raise UserError("a model spec YAML must be a mapping of ModelSpec fields", path)
     try:
         return ModelSpec.from_dict(data)
     except UserError as exc:
         raise UserError(exc.message, path) from None
-    except TypeError as exc:  # a required field is missing
-        raise UserError(f"not a complete model spec ({exc})", path) from None
 
 
 def round_img_size(size: int, stride: int) -> int:

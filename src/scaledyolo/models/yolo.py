@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from scaledyolo.errors import UserError
 from scaledyolo.models.architectures import ARCHITECTURES
 from scaledyolo.models.graph import Node
 from scaledyolo.models.layers import Conv, set_batchnorm
@@ -78,13 +79,58 @@ class Detect(nn.Module):
         return torch.cat(out, 1)
 
 
+# The most parameters a spec may ask for (P7, the largest member, has 287.6M: 1.15 GB in float32). A spec
+# comes from files (checkpoints, YAML, darknet cfgs), so its size is counted before any memory is allocated.
+MAX_PARAMETERS = 300_000_000
+
+
+def meta_model(spec: ModelSpec) -> "YOLO":
+    """The model of `spec` on the meta device: shapes and parameter counts without allocating any memory."""
+    with torch.device("meta"):
+        return YOLO(spec)
+
+
+def check_model_size(spec: ModelSpec) -> None:
+    """Refuse (UserError) a valid spec whose model would have more than MAX_PARAMETERS parameters."""
+    if torch.get_default_device().type == "meta":  # this is the count itself
+        return
+    count = sum(p.numel() for p in meta_model(spec).parameters())
+    if count > MAX_PARAMETERS:
+        raise UserError(f"model spec {spec.name!r} asks for {count:,} parameters, more than the limit of "
+                        f"{MAX_PARAMETERS:,} (the largest member, yolov4-p7, has 287,575,580)")
+
+
+def state_mismatch(model: nn.Module, state: Any) -> str | None:
+    """Why `state` cannot be loaded into `model` (None when it can); `model` is a `meta_model`.
+
+    Checked before the real model is built, so a small file cannot make us allocate a large model it does
+    not hold the weights of; each tensor must also be backed by as many bytes as its shape needs.
+    """
+    if not isinstance(state, dict):
+        return "the weights are not a mapping of tensor names to tensors"
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(map(str, set(state) - set(expected)))
+    if missing or unexpected:
+        return f"missing {missing[:3]} unexpected {unexpected[:3]}"
+    for key, tensor in expected.items():
+        found = state[key]
+        if not isinstance(found, torch.Tensor):
+            return f"{key} is not a tensor"
+        if found.shape != tensor.shape:
+            return f"{key} has shape {tuple(found.shape)}, expected {tuple(tensor.shape)}"
+        if found.numel() * found.element_size() > found.untyped_storage().nbytes():
+            return f"{key} has more elements than the bytes stored for it"
+    return None
+
+
 class YOLO(nn.Module):
     """A Scaled-YOLOv4 member built from a `ModelSpec`."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        if spec.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {spec.arch!r}")
+        spec.validate()
+        check_model_size(spec)
         self.spec = spec
         builder, level_layers = ARCHITECTURES[spec.arch](spec)
         self._init_graph(builder.nodes, level_layers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ import torch
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path
 from scaledyolo.geometry import check_geometry
-from scaledyolo.models.spec import ModelSpec
-from scaledyolo.models.yolo import YOLO
+from scaledyolo.interop.unpickler import MAX_PICKLE_BYTES, TooLarge, check_zip_sizes, read_zip_entry
+from scaledyolo.models.spec import MAX_IMG_SIZE, ModelSpec
+from scaledyolo.models.yolo import YOLO, meta_model, state_mismatch
 
 FORMAT = "scaledyolo-v1"
-MAX_IMG_SIZE = 16384  # a larger recorded training size is a damaged file, not a model
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -34,9 +35,19 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` to `path` atomically (see `scaledyolo.files.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save `obj` to `path` atomically (see `scaledyolo.files.atomic_path`).
+
+    A failed write (a full disk, a quota, an I/O error) is one line naming the file, and the temp file goes:
+    torch reports a short write from its own writer as `inline_container.cc ... unexpected pos`."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as exc:
+        raise UserError(f"cannot write it ({exc.strerror or exc})", path) from None
+    except RuntimeError as exc:
+        if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+            raise
+        raise UserError("cannot write it (the write failed: is the disk full?)", path) from None
 
 
 def make_checkpoint(model: YOLO, *, ema: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
@@ -80,20 +91,35 @@ def save_checkpoint(path: str | Path, model: YOLO, **kwargs: Any) -> None:
 
 
 def is_our_checkpoint(path: str | Path) -> bool:
-    """True when `path` is a torch zip file whose payload is our format (checked without unpickling)."""
+    """True when `path` is a torch zip file whose payload is our format (checked without unpickling).
+
+    Its data.pkl is read through the same size limits as any foreign zip (a compressed one could expand to
+    gigabytes); a file past them is not ours, and the restricted reader then refuses it with the reason."""
     try:
         with zipfile.ZipFile(path) as zf:
+            check_zip_sizes(zf, Path(path).stat().st_size)
             pkl = next((name for name in zf.namelist() if name.endswith("data.pkl")), None)
-            return pkl is not None and FORMAT.encode() in zf.read(pkl)
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):  # damaged zips
+            return pkl is not None and FORMAT.encode() in read_zip_entry(zf, pkl, MAX_PICKLE_BYTES)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, TooLarge, zlib.error):
         return False
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load our checkpoint with `torch.load(weights_only=True)`: it can hold no code to run."""
+    """Load our checkpoint with `torch.load(weights_only=True)`: it can hold no code to run.
+
+    The archive's entry sizes are checked first (torch would decompress a zip bomb in full)."""
     path = Path(path)
     if not path.is_file():
         raise UserError("weights file not found", path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip_sizes(zf, path.stat().st_size)
+            if any(info.compress_type != zipfile.ZIP_STORED for info in zf.infolist()):
+                raise UserError("not a scaledyolo checkpoint (compressed entries: torch writes none)", path)
+    except TooLarge as exc:
+        raise UserError(f"refusing to load: {exc.args[0]}", path) from None
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, zlib.error) as exc:
+        raise UserError(f"not a scaledyolo checkpoint ({str(exc)[:200] or type(exc).__name__})", path) from None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -104,22 +130,44 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def spec_of_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) -> ModelSpec:
+    """The checked `ModelSpec` of a checkpoint (its `spec` entry); every problem names the file."""
+    if "spec" not in ckpt:
+        raise UserError("not a complete scaledyolo checkpoint: it has no 'spec' entry", path)
+    try:
+        return ModelSpec.from_dict(ckpt["spec"])
+    except UserError as exc:
+        raise UserError(exc.message, path) from None
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, path: str | Path | None = None) -> YOLO:
     """Rebuild the model of a checkpoint (the EMA weights when present and `use_ema`), with the size,
-    data YAML and geometry it records (`spec.img_size`, `.data_yaml`, `.geometry`; None where not recorded)."""
-    spec = ModelSpec.from_dict(ckpt["spec"])
-    model = YOLO(spec)
-    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["state_dict"]
+    data YAML and geometry it records (`spec.img_size`, `.data_yaml`, `.geometry`; None where not recorded).
+
+    The weights are checked against the spec's shapes on the meta device first: the model is only built
+    (its memory allocated) once the file is known to hold every one of its tensors."""
+    spec = spec_of_checkpoint(ckpt, path)
+    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt.get("state_dict")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"weights do not fit the model spec ({str(exc).splitlines()[0][:200]})", path) from None
-    model.names = list(ckpt.get("names") or model.names)
+        problem = state_mismatch(meta_model(spec), state)
+        if problem:
+            raise UserError(f"weights do not fit the model spec ({problem})", path)
+        model = YOLO(spec)
+    except UserError as exc:
+        raise UserError(exc.message, path) from None
+    model.load_state_dict(state)
+    names = ckpt.get("names")
+    if names is not None and (not isinstance(names, list) or len(names) != spec.num_classes):
+        raise UserError(f"names must be a list of {spec.num_classes} class names", path)
+    model.names = [str(n) for n in names] if names else model.names
     img_size, data, geometry = ckpt.get("img_size"), ckpt.get("data"), ckpt.get("geometry")
     if img_size is not None:
         if not isinstance(img_size, int) or isinstance(img_size, bool) or not 0 < img_size <= MAX_IMG_SIZE:
             raise UserError(f"damaged checkpoint: img_size {img_size!r} is not a size in 1-{MAX_IMG_SIZE}", path)
-        model.spec = model.spec.replace(img_size=img_size)
+        try:
+            model.spec = model.spec.replace(img_size=img_size)
+        except UserError as exc:
+            raise UserError(f"damaged checkpoint: {exc.message}", path) from None
     if data is not None and not isinstance(data, str):
         raise UserError(f"damaged checkpoint: data {data!r} is not a path", path)
     model.data_yaml = data
