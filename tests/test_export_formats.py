@@ -26,6 +26,8 @@ from scaledyolo.ops.boxes import box_iou, scale_boxes
 from scaledyolo.ops.nms import non_max_suppression
 from scaledyolo.predict import predict, preprocess
 
+from optional_components import require
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CFG = SHARED / "weights" / "yolov4-tiny.cfg"
 IMAGES = [SHARED / "images" / "bus.jpg", SHARED / "images" / "zidane.jpg"]
@@ -50,14 +52,14 @@ def bus_input() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def fp32_ir(tmp_path_factory) -> Path:
-    pytest.importorskip("openvino")
+    require("openvino")
     xml, weights = export(CFG, format="openvino", img=IMG, output=tmp_path_factory.mktemp("ov") / "tiny.xml")
     assert weights == xml.with_suffix(".bin") and weights.stat().st_size > 20e6  # 6.06 M fp32 weights
     return xml
 
 
 def _run_ir(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import openvino as ov
+    ov = require("openvino")
 
     from scaledyolo.interop.openvino import COMPILE_F32
 
@@ -83,7 +85,7 @@ def test_openvino_fp32_ir_equals_torch(tiny, bus_input, fp32_ir):
 
 
 def test_openvino_fp16_ir_is_close_to_torch(tiny, bus_input, fp32_ir, tmp_path):
-    import openvino as ov
+    ov = require("openvino")
 
     from scaledyolo.interop.openvino import save_openvino
 
@@ -103,8 +105,8 @@ def test_openvino_fp16_ir_is_close_to_torch(tiny, bus_input, fp32_ir, tmp_path):
 
 @pytest.mark.skipif(not (RACCOON / "images").is_dir(), reason=f"raccoon dataset not found under {SHARED}")
 def test_openvino_int8_ir_keeps_the_fp32_detections(tmp_path, bus_input, fp32_ir):
-    pytest.importorskip("nncf")
-    import openvino as ov
+    require("nncf")
+    ov = require("openvino")
 
     data = tmp_path / "raccoon.yaml"
     data.write_text(f"path: {RACCOON}\ntrain: images\nval: {{images: images, annotations: annotations}}\n"
@@ -122,7 +124,7 @@ def test_openvino_int8_ir_keeps_the_fp32_detections(tmp_path, bus_input, fp32_ir
 
 @pytest.fixture(scope="module")
 def nms_onnx(tmp_path_factory) -> tuple[Path, NMSOptions]:
-    pytest.importorskip("onnx")
+    require("onnx")
     options = NMSOptions(conf=0.01, iou=0.5, max_det=28)
     (path,) = export(CFG, format="onnx", img=IMG, dynamic=True, nms=True, conf=options.conf, iou=options.iou,
                      max_det=options.max_det, output=tmp_path_factory.mktemp("onnx") / "tiny-nms.onnx")
@@ -140,7 +142,7 @@ def _assert_same_detections(rows: np.ndarray, count: np.ndarray, reference: list
 
 
 def test_onnx_nms_in_onnx_runtime_equals_predict(tiny, nms_onnx):
-    ort = pytest.importorskip("onnxruntime")
+    ort = require("onnxruntime")
     path, opt = nms_onnx
     pictures = [read_image(p) for p in IMAGES]
     x, ratio_pads = preprocess(pictures, IMG, 32)  # two shapes: one 320 x 320 batch, as predict makes it
@@ -167,7 +169,7 @@ def test_onnx_nms_in_onnx_runtime_equals_predict(tiny, nms_onnx):
 
 def test_onnx_nms_in_openvino_equals_torch(tiny, nms_onnx):
     """OpenVINO consumes the same graph (its own NonMaxSuppression), at another batch and size."""
-    ov = pytest.importorskip("openvino")
+    ov = require("openvino")
     from scaledyolo.interop.openvino import COMPILE_F32
 
     path, opt = nms_onnx

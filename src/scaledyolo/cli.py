@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img", type=int, default=None, help="input size (default: the model's; rounded up to the stride)")
     p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml) or folder (darknet)")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: free batch, height and width")
-    p.add_argument("--half", action="store_true", help="fp16 weights (and input for ONNX/TorchScript, for GPU runtimes)")
+    p.add_argument("--half", action="store_true", help="fp16 weights (ONNX, TorchScript: fp16 input too, for GPUs)")
     p.add_argument("--nms", action="store_true", help="ONNX/OpenVINO: end the graph in predict's NMS (fixed-size "
                                                       "detections plus a count per image)")
     p.add_argument("--conf", type=float, default=0.25, help="with --nms: score threshold (objectness x class prob.)")
