@@ -2,8 +2,8 @@
 
 Quantisation ranges are only as good as the pictures they are measured on, so these are the user's
 own: `--data YAML` (its `val` split, any layout the data loader reads) or `--calib DIR` (every image
-under it). Each is letterboxed to the square `img` x `img` input (the project's `letterbox`, as predict
-does for batches of mixed shapes; a static IR has exactly that input) and scaled to 0-1 RGB. At most
+under it). Each is letterboxed by predict's own `preprocess` into the square `img` x `img` input
+(predict's square geometry; a static IR has exactly that input) and scaled to 0-1 RGB. At most
 `limit` pictures are used, spread evenly over the sorted list. Unreadable files are reported and skipped.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledyolo.data.augment import letterbox
 from scaledyolo.data.checks import read_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.formats import list_folder
 from scaledyolo.errors import UserError
 from scaledyolo.media import read_image
+from scaledyolo.predict import preprocess
 
 LOGGER = logging.getLogger("scaledyolo.export")
 DEFAULT_LIMIT = 300  # NNCF's default subset size
@@ -55,8 +55,8 @@ def calibration_samples(files: list[Path], img: int, stride: int, limit: int = D
         except UserError as exc:
             LOGGER.warning("calibration: skipping %s", exc)
             continue
-        boxed = letterbox(rgb, img, auto=False, stride=stride)[0]
-        samples.append((boxed.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32))
+        batch, _ = preprocess([rgb], img, stride, geometry="square")
+        samples.append(batch.numpy() / np.float32(255))
     if not samples:
         raise UserError(f"none of the {len(chosen)} calibration images could be read", chosen[0])
     return samples
