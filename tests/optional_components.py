@@ -1,7 +1,7 @@
 """Importing the optional components the tests need: a skip on a developer's machine, a failure in CI.
 
-The README names the optional extras (`.[export]`: onnx, onnxruntime, onnxscript; `.[openvino]`);
-CI installs `.[test]`, which holds all of them but openvino, so there a missing component is a
+The README names the optional extras (`.[export]`: onnx, onnxruntime, onnxscript; `.[openvino]`:
+openvino, nncf); CI installs `.[test]`, which holds all of them, so there a missing component is a
 broken environment, and a skipped test would hide it.
 """
 
@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-OPTIONAL = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "openvino": "openvino"}
+OPTIONAL = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "openvino": "openvino", "nncf": "openvino"}
 
 
 def in_ci() -> bool:

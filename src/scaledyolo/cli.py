@@ -98,7 +98,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from scaledyolo.interop.convert import export
 
     files = export(args.weights, format=args.format, output=args.output, img=args.img, dynamic=args.dynamic,
-                   half=args.half)
+                   half=args.half, nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, int8=args.int8,
+                   data=args.data, calib=args.calib, calib_images=args.calib_images)
     print_json({"files": [str(f) for f in files]}) if args.json else print("wrote " + ", ".join(map(str, files)))
     return 0
 
@@ -273,19 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {output} as JSON")
     handlers["convert"] = cmd_convert
 
-    p = sub.add_parser("export", help="export to ONNX, TorchScript or darknet cfg+weights",
+    p = sub.add_parser("export", help="export to ONNX, OpenVINO IR, TorchScript or darknet cfg+weights",
                        description="Export a model for deployment. onnx: opset 17 with box decoding inside (output "
                                    "(B, N, 5+nc): cx, cy, w, h in pixels, objectness, class probabilities; NMS "
-                                   "outside). torchscript: traced and frozen. darknet: cfg + weights (tiny, csp and "
-                                   "darknet-cfg models) that convert back bit-exactly.")
+                                   "outside); with --nms, predict's NMS inside too (outputs detections (B, max_det, "
+                                   "6): x1, y1, x2, y2, score, class, zero rows past num_detections (B,)). openvino: "
+                                   "IR NAME.xml + NAME.bin from the same graph, fp32, fp16 (--half) or int8 (--int8, "
+                                   "NNCF calibrated on --data's val split or a --calib folder). torchscript: traced "
+                                   "and frozen. darknet: cfg + weights (tiny, csp and darknet-cfg models) that "
+                                   "convert back bit-exactly.")
     p.add_argument("--weights", required=True, help=f"weights file (any format) or member name ({MEMBERS_HELP})")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "darknet"], help="output format")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript", "darknet"],
+                   help="output format")
     p.add_argument("--img", type=int, default=None,
                    help="input size (default: the training size of our checkpoints, else the model's native size; "
                         "rounded up to the stride)")
-    p.add_argument("--output", help="output file (onnx, torchscript) or folder (darknet)")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
-    p.add_argument("--half", action="store_true", help="fp16 weights and input (for GPU runtimes)")
+    p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml) or folder (darknet)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: free batch, height and width")
+    p.add_argument("--half", action="store_true", help="fp16 weights (ONNX, TorchScript: fp16 input too, for GPUs)")
+    p.add_argument("--nms", action="store_true", help="ONNX/OpenVINO: end the graph in predict's NMS (fixed-size "
+                                                      "detections plus a count per image)")
+    p.add_argument("--conf", type=float, default=0.25, help="with --nms: score threshold (objectness x class prob.)")
+    p.add_argument("--iou", type=float, default=0.45, help="with --nms: NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="with --nms: detections per image (rows of the output)")
+    p.add_argument("--int8", action="store_true", help="OpenVINO: int8 post-training quantisation (NNCF)")
+    p.add_argument("--data", default=None, help="with --int8: data YAML whose val split calibrates")
+    p.add_argument("--calib", default=None, metavar="DIR", help="with --int8: folder of calibration images")
+    p.add_argument("--calib-images", type=int, default=None, metavar="N",
+                   help="with --int8: calibrate on at most N images, spread over the set (default 300)")
     p.add_argument("--json", action="store_true", help="print {files} as JSON")
     handlers["export"] = cmd_export
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from scaledyolo.errors import UserError
 from scaledyolo.interop.loading import load_model
+from scaledyolo.interop.onnx_nms import DEFAULT_CONF, DEFAULT_IOU, NMSOptions
 from scaledyolo.models.spec import round_img_size
+from scaledyolo.ops.nms import MAX_DET
 
-EXPORT_FORMATS = ("onnx", "torchscript", "darknet")
+if TYPE_CHECKING:
+    from scaledyolo.models.yolo import YOLO
+
+EXPORT_FORMATS = ("onnx", "torchscript", "darknet", "openvino")
 
 
 def convert(source: str | Path, weights: str | Path | None = None, output: str | Path | None = None) -> Path:
@@ -24,13 +32,27 @@ def convert(source: str | Path, weights: str | Path | None = None, output: str |
 
 
 def export(weights: str | Path, format: str = "onnx", output: str | Path | None = None, img: int | None = None,
-           dynamic: bool = False, half: bool = False) -> list[Path]:
-    """Export a model to ONNX, TorchScript or darknet cfg+weights; returns the written files.
+           dynamic: bool = False, half: bool = False, nms: bool = False, conf: float = DEFAULT_CONF,
+           iou: float = DEFAULT_IOU, max_det: int = MAX_DET, int8: bool = False, data: str | Path | None = None,
+           calib: str | Path | None = None, calib_images: int | None = None) -> list[Path]:
+    """Export a model to ONNX, TorchScript, darknet cfg+weights or OpenVINO IR; returns the written files.
 
     `img` is rounded up to a multiple of the model's max stride (default: the model's native size).
+    `nms` (onnx, openvino) ends the graph in predict's NMS with `conf`, `iou`, `max_det`. `int8`
+    (openvino) quantises with NNCF, calibrated on up to `calib_images` (default 300) pictures of
+    `data`'s val split or of the folder `calib`.
     """
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if nms and format not in ("onnx", "openvino"):
+        raise UserError("--nms puts NMS into an ONNX or OpenVINO graph; use --format onnx or openvino")
+    if int8 and format != "openvino":
+        raise UserError("--int8 is for --format openvino (post-training quantisation with NNCF)")
+    if int8 and half:
+        raise UserError("choose one of --half and --int8")
+    if not int8 and (data is not None or calib is not None or calib_images is not None):
+        raise UserError("--data, --calib and --calib-images choose int8 calibration images; add --int8")
+    nms_options = NMSOptions(conf, iou, max_det) if nms else None
     model = load_model(weights)
     stem = Path(weights).stem
     if format == "darknet":
@@ -45,9 +67,35 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
     if format == "onnx":
         from scaledyolo.interop.onnx import export_onnx
 
-        return [export_onnx(model, output or f"{stem}.onnx", img=size, dynamic=dynamic, half=half)]
+        return [export_onnx(model, output or f"{stem}.onnx", img=size, dynamic=dynamic, half=half, nms=nms_options)]
+    if format == "openvino":
+        return _export_openvino(model, output or f"{stem}{'-int8' if int8 else '-fp16' if half else ''}.xml", size,
+                                dynamic, half, nms_options,
+                                _calibration(data, calib, calib_images, size, model) if int8 else None)
     from scaledyolo.interop.onnx import export_torchscript
 
     if dynamic:
         raise UserError("TorchScript export is traced at one size; --dynamic is for ONNX")
     return [export_torchscript(model, output or f"{stem}.torchscript", img=size, half=half)]
+
+
+def _calibration(data: str | Path | None, calib: str | Path | None, limit: int | None, size: int,
+                 model: "YOLO") -> list[np.ndarray]:
+    """int8 calibration batches (see `scaledyolo.calibration`), read before the slow conversion starts."""
+    from scaledyolo.calibration import DEFAULT_LIMIT, calibration_files, calibration_samples
+
+    files = calibration_files(data, calib)
+    return calibration_samples(files, size, model.spec.max_stride, DEFAULT_LIMIT if limit is None else limit)
+
+
+def _export_openvino(model: "YOLO", output: str | Path, size: int, dynamic: bool, half: bool,
+                     nms: NMSOptions | None, calibration: list[np.ndarray] | None) -> list[Path]:
+    from scaledyolo.interop.openvino import ir_paths, save_openvino, to_openvino
+
+    ir_paths(output)  # a bad name fails before the slow part
+    graph = to_openvino(model, size, dynamic=dynamic, nms=nms)
+    if calibration is not None:
+        from scaledyolo.interop.quantize import quantize_int8
+
+        graph = quantize_int8(graph, calibration)
+    return save_openvino(graph, output, half=half)

@@ -3,6 +3,7 @@
 The exported graph takes a float `(B, 3, H, W)` RGB image scaled to 0-1 and returns `(B, N, 5 + nc)`:
 cx, cy, w, h in input pixels, objectness, class probabilities, exactly `model.eval()(x)`. NMS stays
 outside, as in `scaledyolo.ops.nms`, so any runtime can use it. BatchNorm is folded first.
+With `nms` the graph ends in our predict's NMS instead (`interop.onnx_nms` documents its outputs).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.files import atomic_path
+from scaledyolo.interop.onnx_nms import OUTPUT_NAMES as NMS_OUTPUT_NAMES, NMSHead, NMSOptions
 
 if TYPE_CHECKING:
     from scaledyolo.models.yolo import YOLO
@@ -42,9 +44,12 @@ def _check_size(model: "YOLO", img: int | None) -> int:
 
 
 def export_onnx(model: "YOLO", output: str | Path, img: int | None = None, dynamic: bool = False, half: bool = False,
-                batch: int = 1, opset: int = OPSET) -> Path:
+                batch: int = 1, opset: int = OPSET, nms: NMSOptions | None = None) -> Path:
     """Write an ONNX model (input `images`, output `output`) traced at `img` (default: the model's size,
-    for our checkpoints the training size); `dynamic` makes batch, height and width free."""
+    for our checkpoints the training size); `dynamic` makes batch, height and width free.
+
+    With `nms`, the outputs are `detections` and `num_detections` (see `interop.onnx_nms`).
+    """
     output = Path(output)
     img = _check_size(model, img)
     if opset < 17:
@@ -52,11 +57,15 @@ def export_onnx(model: "YOLO", output: str | Path, img: int | None = None, dynam
     export = _prepared(model, half)
     x = torch.zeros(batch, 3, img, img, dtype=torch.float16 if half else torch.float32)
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 1: "anchors"}} if dynamic else None
+    output_names = ["output"]
+    if nms is not None:
+        export, output_names = NMSHead(export, nms), list(NMS_OUTPUT_NAMES)
+        axes = {"images": axes["images"], **{name: {0: "batch"} for name in output_names}} if dynamic else None
     try:
         with atomic_path(output) as tmp:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(export, (x,), str(tmp), input_names=["images"], output_names=["output"],
+                torch.onnx.export(export, (x,), str(tmp), input_names=["images"], output_names=output_names,
                                   opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
             _check_onnx(tmp)
     except UserError:
