@@ -23,7 +23,7 @@ from scaledyolo.models.spec import ModelSpec
 sys.path.insert(0, str(Path(__file__).parent))
 import official_standins  # noqa: E402
 
-REFERENCE_CFGS = Path("/work/shared/reference/darknet")
+REFERENCE_CFGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "darknet"
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
