@@ -38,7 +38,11 @@ from scaledyolo.cli import main
 try:
     code = main(sys.argv[1:])
 finally:
-    sys.stderr.write("peak_rss_kb=%d\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a large pytest process would
+    # report the parent's size; VmHWM belongs to this process's own address space.
+    with open("/proc/self/status") as status:
+        hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write("peak_rss_kb=%s\n" % hwm)
 sys.exit(code)
 """
 
