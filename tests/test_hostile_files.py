@@ -2,27 +2,45 @@
 
 Every case runs the real CLI in a child process, so a segfault shows as a signal and memory can be capped:
 the child sets RLIMIT_AS (address space) before importing torch and reports its peak RSS, so the memory
-bounds below are measured, not assumed.
+bounds below are measured, not assumed. Cases of outputs, images and data call the library where a
+refusal is all there is to see, and a child process wherever OpenCV could crash the interpreter.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
+import shutil
+import signal
 import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 import scaledyolo
+from scaledyolo.data import formats
+from scaledyolo.data.checks import ImageError, decode_image, scan_split
+from scaledyolo.data.dataset import load_data_config
+from scaledyolo.data.image_header import ENV_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS, image_size
 from scaledyolo.errors import UserError
+from scaledyolo.files import atomic_write_bytes, check_outputs, display_path, plain_name
+from scaledyolo.interop.convert import convert, export
+from scaledyolo.interop.darknet import cfg_text, export_darknet, save_weights
+from scaledyolo.models.yolo import build_model
+from scaledyolo.predict import run_predict
+from scaledyolo.runs import new_run_dir
+from scaledyolo.train.checkpoint import save_checkpoint
+from scaledyolo.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import official_standins  # noqa: E402
@@ -461,3 +479,342 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
     proc = run_main(capsys, "convert", "yolov4-tiny", "-o", str(out))
     assert_one_line_error(proc, str(out), "cannot write it (No space left on device)")
     assert list(out.parent.iterdir()) == []  # no temp file, no half-written checkpoint
+
+
+# -- outputs, images and data ----------------------------------------------------------------------------------
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+BAD_NAME = b"bad\xff\xfe name.jpg"  # not UTF-8: Python hands it over with lone surrogates
+
+
+def io_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaledyolo", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env or ENV, timeout=300, errors="backslashreplace")
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, no traceback, exactly one `error: ` line holding each needle."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A few hundred bytes of valid PNG structure whose header declares width x height RGB pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4000))
+            + chunk(b"IEND", b""))
+
+
+def picture(path: Path | bytes, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    with open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+def yolo_dataset(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, stem in enumerate(["a", "b"]):
+        picture(root / "images" / f"{stem}.jpg", i)
+        (root / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images\nval: images\nnames: [thing]\n")
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model("yolov4-tiny", num_classes=1))
+    return path
+
+
+# 3. A name read from a file never chooses where we write.
+
+@pytest.mark.parametrize("hostile", ["../../escaped", "/tmp/scaledyolo-escaped", "..", "a/b"])
+def test_a_spec_name_from_a_checkpoint_never_leaves_the_output_folder(tmp_path, hostile):
+    model = build_model("yolov4-tiny", num_classes=1)
+    model.spec = model.spec.replace(name=hostile)
+    weights = tmp_path / "in" / "hostile.pt"
+    weights.parent.mkdir()
+    save_checkpoint(weights, model)
+    out = tmp_path / "in" / "deep" / "out"
+    before = set(Path("/tmp").glob("scaledyolo-escaped*"))
+    files = export(weights, format="darknet", output=out)
+    assert [f.parent for f in files] == [out, out] and [f.name for f in files] == ["hostile.cfg", "hostile.weights"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "in/deep/out/hostile.cfg", "in/deep/out/hostile.weights", "in/hostile.pt"]
+    assert set(Path("/tmp").glob("scaledyolo-escaped*")) == before
+    with pytest.raises(UserError, match="plain file name"):  # the library call without a stem checks the name
+        export_darknet(model, tmp_path / "lib")
+    assert not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../x", "/abs", "x\0y", "x\ny", "n" * 256])
+def test_run_names_are_plain_names(tmp_path, name):
+    with pytest.raises(UserError, match="plain file name"):
+        new_run_dir(tmp_path / "runs", name)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert plain_name("exp-1.b") == "exp-1.b"
+
+
+def test_train_refuses_a_run_name_before_reading_any_data(tmp_path):
+    with pytest.raises(UserError, match="'..' is a folder reference"):
+        train(data=str(tmp_path / "nowhere.yaml"), project=tmp_path / "runs", name="..", epochs=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_coco_file_names_cannot_reach_outside_the_images_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    picture(tmp_path / "images" / "ok.jpg")
+    picture(tmp_path / "secret.jpg")
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "ok.jpg"}, {"id": 2, "file_name": "../secret.jpg"},
+                                          {"id": 3, "file_name": str(tmp_path / "secret.jpg")}],
+                               "categories": [{"id": 1, "name": "thing"}], "annotations": []}))
+    split = formats.read_coco(tmp_path / "images", ann)
+    assert [s.image.name for s in split.samples] == ["ok.jpg"]
+    assert len(split.problems) == 2 and all("outside the images folder" in p for p in split.problems)
+
+
+# 5. Hostile images are samples to skip, not crashes.
+
+def test_header_sizes_match_what_opencv_decodes_in_every_accepted_format():
+    rgb = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    cases = [(".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".png", []), (".bmp", []), (".tiff", []),
+             (".tiff", [cv2.IMWRITE_TIFF_COMPRESSION, 1]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 50]),
+             (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".ppm", []), (".ppm", [cv2.IMWRITE_PXM_BINARY, 0]),
+             (".pgm", []), (".pam", []), (".pfm", []), (".ras", []), (".gif", [])]
+    for suffix, params in cases:
+        ok, buf = cv2.imencode(suffix, rgb[..., 0] if suffix == ".pgm" else rgb, params)
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        assert image_size(buf.tobytes()) == (decoded.shape[1], decoded.shape[0]), suffix
+    for path in sorted((SHARED / "images").glob("*.jpg")):  # real photos with EXIF segments before the frame
+        data = path.read_bytes()
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        assert image_size(data) == (decoded.shape[1], decoded.shape[0])
+
+
+@pytest.mark.parametrize("side", [40000, 20000])  # past OpenCV's own 2^30 limit (it raised), and below it (decoded)
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, side):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(side, side))
+    assert bomb.stat().st_size < 600
+    with pytest.raises(ImageError, match=f"{side} x {side}.*more than the limit of {MAX_IMAGE_PIXELS:,}"):
+        decode_image(bomb, check=True)
+
+
+def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    path = tmp_path / "small.jpg"
+    picture(path)
+    monkeypatch.setenv(ENV_MAX_IMAGE_PIXELS, "1000")
+    with pytest.raises(ImageError, match="64 x 48 = 3,072 pixels, more than the limit of 1,000"):
+        decode_image(path)
+    monkeypatch.setenv(ENV_MAX_IMAGE_PIXELS, "0")
+    assert decode_image(path).shape == (48, 64, 3)
+    monkeypatch.setenv(ENV_MAX_IMAGE_PIXELS, "lots")
+    with pytest.raises(UserError, match=ENV_MAX_IMAGE_PIXELS):
+        decode_image(path)
+
+
+def test_formats_whose_size_we_cannot_read_first_are_not_decoded(tmp_path):
+    ok, jp2 = cv2.imencode(".jp2", np.zeros((64, 64, 3), np.uint8))  # OpenCV decodes it, we cannot measure it
+    assert cv2.imdecode(jp2, cv2.IMREAD_COLOR) is not None
+    for name, data in [("x.jp2", jp2.tobytes()), ("x.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 8),
+                       ("x.jpg", b"\xff\xd8\xff\xe0\0\x10JFIF"), ("x.bmp", b"BM" + b"\0" * 10)]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError, match="supported format" if name == "x.jp2" else "damaged"):
+            decode_image(tmp_path / name)
+
+
+def test_data_checks_skip_a_bomb_and_take_a_non_utf8_name(tmp_path):
+    data = yolo_dataset(tmp_path / "ds")
+    (tmp_path / "ds" / "images" / "bomb.png").write_bytes(png_declaring(40000, 40000))
+    (tmp_path / "ds" / "labels" / "bomb.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    picture(os.fsencode(tmp_path / "ds" / "images") + b"/" + BAD_NAME)
+    with open(os.fsencode(tmp_path / "ds" / "labels") + b"/" + BAD_NAME[:-4] + b".txt", "w") as f:
+        f.write("0 0.5 0.5 0.2 0.2\n")
+    split = scan_split(load_data_config(data), "train", use_cache=True)
+    assert len(split.image_files) == 3 and any(os.fsencode(p).endswith(BAD_NAME) for p in split.image_files)
+    (problem,) = split.problems
+    assert problem["file"].endswith("bomb.png") and "too large" in problem["problem"]
+    assert scan_split(load_data_config(data), "train").image_files == split.image_files  # from the cache
+    proc = io_cli("data", str(data), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bomb.png: image too large" in proc.stdout
+
+
+def test_predict_over_a_hostile_folder_skips_and_never_crashes(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    picture(folder / "good.jpg")
+    picture(os.fsencode(folder) + b"/" + BAD_NAME)
+    (folder / "bomb.png").write_bytes(png_declaring(40000, 40000))
+    (folder / "junk.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(200))
+    (folder / "clip.mp4").write_bytes(b"not a video")
+    proc = io_cli("predict", "--weights", "yolov4-tiny", "--source", str(folder), "--img", "64", "--save-dir",
+                  str(tmp_path / "out"), "--save-txt", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    assert json.loads(proc.stdout)["images"] == 2
+    for skipped in ("bomb.png", "junk.jpg", "clip.mp4"):
+        assert skipped in proc.stderr
+    written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
+    assert written == sorted([BAD_NAME, b"good.jpg", b"labels"])
+
+
+def test_drawing_text_opencv_cannot_encode_does_not_crash():
+    code = ("import numpy as np; from scaledyolo.drawing import draw_boxes, tile_batch\n"
+            "out = draw_boxes(np.zeros((64, 64, 3), np.uint8), [[4, 4, 40, 40]], [0], [0.9], ['bad\\udcff name'])\n"
+            "tile_batch(np.zeros((1, 3, 32, 32), np.uint8), np.zeros((0, 6)), paths=['x/bad\\udcff.jpg'])\n"
+            "print(int(out.sum() > 0))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "1", (proc.returncode, proc.stderr[-2000:])
+    assert display_path(os.fsdecode(BAD_NAME)) == "bad\\xff\\xfe name.jpg"
+
+
+# 6. Outputs never destroy inputs.
+
+@pytest.fixture
+def darknet_pair(tmp_path) -> Path:
+    model = build_model("yolov4-tiny", num_classes=1)
+    cfg = tmp_path / "a.cfg"
+    cfg.write_text(cfg_text(model))
+    save_weights(model, tmp_path / "a.weights")
+    return cfg
+
+
+def test_convert_refuses_to_write_over_its_inputs(darknet_pair):
+    folder = darknet_pair.parent
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for output in ("a.weights", "a.cfg", "./sub/../a.weights"):
+        with pytest.raises(UserError, match="would overwrite the input"):
+            convert(darknet_pair, folder / "a.weights", output=folder / output)
+    os.link(folder / "a.weights", folder / "hardlink.pt")
+    (folder / "symlink.pt").symlink_to(folder / "a.weights")
+    for output in ("hardlink.pt", "symlink.pt"):
+        with pytest.raises(UserError, match="would overwrite the input"):
+            convert(darknet_pair, output=folder / output)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before
+
+
+def test_export_refuses_to_write_over_its_inputs(tmp_path, tiny_checkpoint, darknet_pair):
+    weights = tmp_path / "best.pt"
+    shutil.copy(tiny_checkpoint, weights)
+    data = weights.read_bytes()
+    with pytest.raises(UserError, match="would overwrite the input"):
+        export(weights, format="onnx", output=weights)
+    with pytest.raises(UserError, match="would overwrite the input"):
+        export(weights, format="torchscript", output=tmp_path / "x" / ".." / "best.pt")
+    assert weights.read_bytes() == data
+    cfg_before = darknet_pair.read_text()
+    with pytest.raises(UserError, match="would overwrite the input"):  # darknet export into the source folder
+        export(darknet_pair, format="darknet", output=darknet_pair.parent)
+    assert darknet_pair.read_text() == cfg_before
+
+
+def test_other_existing_outputs_are_replaced_and_said_so(tmp_path, caplog):
+    old = atomic_write_bytes(tmp_path / "old.onnx", b"old")
+    with caplog.at_level("WARNING", logger="scaledyolo.files"):
+        check_outputs([old, tmp_path / "new.onnx"], [tmp_path / "in.pt"])
+    assert [r.getMessage() for r in caplog.records] == [f"replacing {old}"]
+    with pytest.raises(UserError, match="existing folder"):
+        check_outputs([tmp_path], [])
+
+
+def test_predict_save_dir_holding_the_source_pictures_is_refused(tmp_path):
+    picture(tmp_path / "a.jpg")
+    before = (tmp_path / "a.jpg").read_bytes()
+    with pytest.raises(UserError, match="--save-dir holds the source pictures"):
+        run_predict("yolov4-tiny", str(tmp_path), save_dir=str(tmp_path), img=64, progress=False)
+    with pytest.raises(UserError, match="would overwrite the input"):
+        run_predict("yolov4-tiny", str(tmp_path / "a.jpg"), save_json=str(tmp_path / "a.jpg"), nosave=True,
+                    save_dir=str(tmp_path / "out"), img=64, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"] and (tmp_path / "a.jpg").read_bytes() == before
+
+
+# 8. Leftovers and slow paths.
+
+WRITER = """
+import sys, time
+from scaledyolo.files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_an_atomic_write_leaves_no_temp_file(tmp_path, signum):
+    target = tmp_path / "model.onnx"
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True,
+                             stderr=subprocess.DEVNULL, env=ENV)
+    assert child.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.iterdir())) == 1  # the hidden temp file
+    child.send_signal(signum)
+    code = child.wait(timeout=60)
+    assert code != 0
+    if signum == signal.SIGTERM:
+        assert code == -signal.SIGTERM  # still dies of the signal, as without our handler
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cleanup_handler_is_installed_only_while_writing(tmp_path):
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    from scaledyolo.files import atomic_path
+
+    with atomic_path(tmp_path / "x") as tmp:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        tmp.write_bytes(b"x")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_boxes_per_image_are_capped_and_reported(tmp_path):
+    with pytest.raises(formats.LabelError, match=f"more than {formats.MAX_BOXES_PER_IMAGE} boxes"):
+        formats.parse_yolo_labels("0 0.5 0.5 0.1 0.1\n" * 10**6)
+    assert len(formats.parse_yolo_labels("0 0.5 0.5 0.1 0.1\n" * formats.MAX_BOXES_PER_IMAGE)) == \
+        formats.MAX_BOXES_PER_IMAGE
+    data = yolo_dataset(tmp_path / "ds")
+    (tmp_path / "ds" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n" * 10**5)
+    split = scan_split(load_data_config(data), "train", use_cache=False)
+    assert [Path(p).name for p in split.image_files] == ["b.jpg"]
+    assert "more than 3000 boxes" in split.problems[0]["problem"]
+
+
+def test_a_huge_class_is_reported_as_written():
+    with pytest.raises(formats.LabelError, match=r"line 2: class 1e20 out of range") as info:
+        formats.parse_yolo_labels("0 0.5 0.5 0.1 0.1\n1e20 0.5 0.5 0.1 0.1\n")
+    assert "-9223372036854775808" not in str(info.value)
+
+
+def test_coco_crowd_flags_and_orphan_annotations_are_reported(tmp_path):
+    (tmp_path / "images").mkdir()
+    for stem in ("a", "b"):
+        picture(tmp_path / "images" / f"{stem}.jpg")
+    box = [4, 4, 10, 10]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": box, "iscrowd": "no"},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": box, "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": box, "iscrowd": 1},
+            {"id": 4, "image_id": 99, "category_id": 1, "bbox": box},
+            {"id": 5, "image_id": "2", "category_id": 1, "bbox": box}]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+                               "categories": [{"id": 1, "name": "thing"}], "annotations": anns}))
+    split = formats.read_coco(tmp_path / "images", ann)
+    a, b = split.samples
+    assert "iscrowd must be 0 or 1, got 'no'" in a.problem
+    assert b.problem is None and len(b.classes) == 1  # the crowd box is left out, as in the official training
+    assert split.problems == ["2 annotation(s) for image ids not in 'images' ignored (e.g. image_id 99)"]
+    data = tmp_path / "data.yaml"
+    data.write_text(f"path: {tmp_path}\ntrain: {{images: images, annotations: ann.json}}\n"
+                    f"val: {{images: images, annotations: ann.json}}\n")
+    problems = [p["problem"] for p in scan_split(load_data_config(data), "train", use_cache=False).problems]
+    assert any("image ids not in 'images'" in p for p in problems) and any("iscrowd" in p for p in problems)

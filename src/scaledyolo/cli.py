@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="darknet .cfg or official .pt")
     p.add_argument("weights_file", nargs="?", metavar="WEIGHTS",
                    help="darknet .weights (default: the .weights beside the cfg with the same stem)")
-    p.add_argument("-o", "--output", help="output checkpoint (default: SOURCE-scaledyolo.pt)")
+    p.add_argument("-o", "--output", help="output checkpoint (default: SOURCE-scaledyolo.pt); never one of the "
+                                          "inputs, an existing other file is replaced (said on stderr)")
     p.add_argument("--json", action="store_true", help="print {output} as JSON")
     handlers["convert"] = cmd_convert
 
@@ -289,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img", type=int, default=None,
                    help="input size (default: the training size of our checkpoints, else the model's native size; "
                         "rounded up to the stride)")
-    p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml) or folder (darknet)")
+    p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml; default WEIGHTS-STEM.onnx "
+                                    "...) or folder (darknet: FOLDER/WEIGHTS-STEM.cfg and .weights); never one of "
+                                    "the inputs, an existing other file is replaced (said on stderr)")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: free batch, height and width")
     p.add_argument("--half", action="store_true", help="fp16 weights (ONNX, TorchScript: fp16 input too, for GPUs)")
     p.add_argument("--nms", action="store_true", help="ONNX/OpenVINO: end the graph in predict's NMS (fixed-size "

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_write_bytes
+from scaledyolo.files import atomic_write_bytes, display_path
 from scaledyolo.ops.boxes import xywh2xyxy
 
 _PALETTE = ((255, 56, 56), (56, 56, 255), (56, 200, 56), (255, 157, 151), (255, 178, 29), (207, 210, 49),
@@ -44,6 +44,7 @@ def _label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int,
     """Text on a filled `color` box whose top-left corner is near (x, y) but kept inside the picture;
     above y when it fits, otherwise just below it. Black or white text, whichever reads better."""
     w = canvas.shape[1]
+    text = text.encode("ascii", "replace").decode()  # Hershey fonts draw ASCII only; OpenCV segfaults on surrogates
     (tw, th), _ = cv2.getTextSize(text, _FONT, font_scale, thickness)
     above = y - th - 3 >= 0
     x = max(min(x, w - tw), 0)
@@ -130,6 +131,9 @@ def tile_batch(imgs: Any, targets: Any, names: Sequence[str] | None = None, path
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Encode an RGB picture by the file's suffix (.jpg, .png, ...) and write it atomically."""
     path = Path(path)
+    if not path.suffix.isascii():  # OpenCV would segfault on a suffix of undecodable bytes
+        raise UserError(f"cannot write a picture with suffix {display_path(path.suffix)!r} (use .jpg or .png)",
+                        display_path(path))
     try:
         ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     except cv2.error:

@@ -4,6 +4,10 @@ A source is an image file, a video file, a folder, a glob pattern, a stream URL 
 Files named one by one must be readable (else `UserError`); files found in a folder or by a glob
 that cannot be read are named in a logged warning (`scaledyolo.logs`) and skipped, so one bad file
 never stops a long run.
+
+OpenCV takes paths as UTF-8 text and crashes the process (a segfault) on a str it cannot encode, as
+Python hands over a file name holding invalid UTF-8 bytes. So images are read as bytes and decoded in
+memory (`decode_image`), and every path given to OpenCV passes `opencv_path` first.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from scaledyolo import drawing
 from scaledyolo.data.checks import ImageError, decode_image
 from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_path
+from scaledyolo.files import atomic_path, display_path
 
 LOGGER = logging.getLogger("scaledyolo.media")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
@@ -49,10 +53,21 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         bgr = decode_image(path, check=True, notes=notes)
     except ImageError as exc:
-        raise UserError(str(exc), path) from None
+        raise UserError(str(exc), display_path(path)) from None
     for note in notes:
-        LOGGER.warning("%s: %s", path, note)
+        LOGGER.warning("%s: %s", display_path(path), note)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def opencv_path(path: str | Path) -> str:
+    """`path` as the str OpenCV needs; `UserError` when it is not valid UTF-8 (OpenCV would segfault)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError("OpenCV cannot open a file whose name is not valid UTF-8; rename it",
+                        display_path(text)) from None
+    return text
 
 
 def to_rgb(image: Any) -> np.ndarray:
@@ -134,7 +149,7 @@ def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Fra
 
 def open_video(source: str | Path) -> cv2.VideoCapture:
     """A capture for a video file, stream URL or webcam index; `UserError` when it does not open."""
-    text = str(source)
+    text = opencv_path(source)
     capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
     if not capture.isOpened():
         capture.release()
@@ -173,7 +188,11 @@ def count_frames(items: list[Any]) -> int | None:
         if isinstance(item, (str, Path)) and _is_live(str(item)):
             return None
         if isinstance(item, (str, Path)) and is_video(item):
-            capture = cv2.VideoCapture(str(item))
+            try:
+                capture = cv2.VideoCapture(opencv_path(item))
+            except UserError:  # reported when its turn comes
+                total += 1
+                continue
             n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
             capture.release()
             total += max(n, 1)
@@ -186,7 +205,7 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     """Write an RGB picture atomically, encoded by the file's suffix, or as JPEG (suffix changed to .jpg)
     when OpenCV cannot write that suffix: annotated copies keep their source's name where they can."""
     path = Path(path)
-    if not path.suffix or not cv2.haveImageWriter(path.name):
+    if not path.suffix.isascii() or not path.suffix.isprintable() or not cv2.haveImageWriter(f"x{path.suffix}"):
         path = path.with_suffix(".jpg")
     return drawing.write_image(path, rgb)
 
@@ -205,7 +224,7 @@ class VideoWriter:
             h, w = rgb.shape[:2]
             with ExitStack() as stack:  # on an error here the temporary file is removed at once
                 tmp = stack.enter_context(atomic_path(self.path, suffix=self.path.suffix))
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                writer = cv2.VideoWriter(opencv_path(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
                 if not writer.isOpened():
                     raise UserError("OpenCV cannot write mp4v video here", self.path)
                 self._target = stack.pop_all()

@@ -25,7 +25,7 @@ from scaledyolo.data.augment import letterbox
 from scaledyolo.drawing import draw_boxes
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import model_output
-from scaledyolo.files import atomic_write_text, write_json
+from scaledyolo.files import atomic_write_text, check_outputs, same_file, write_json
 from scaledyolo.geometry import model_geometry
 from scaledyolo.logs import summarize_files
 from scaledyolo.media import Frame, VideoWriter, expand_source, iter_frames, write_image
@@ -280,13 +280,18 @@ def run_predict(weights: str, source: str, img: int | None = None, conf: float =
     from scaledyolo.devices import select_device
     from scaledyolo.interop.loading import load_model
     from scaledyolo.media import count_frames
-    from scaledyolo.runs import increment_path
+    from scaledyolo.runs import new_run_dir
 
     items, from_folder = expand_source(source)
+    files = [p for p in items if isinstance(p, Path)]
+    if save_dir and not nosave and any(same_file(p.parent, save_dir) for p in files):
+        raise UserError("--save-dir holds the source pictures: their annotated copies would replace them", save_dir)
+    if save_json:
+        check_outputs([save_json], files + [Path(weights)])
     model = load_model(weights, device=select_device(device))
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True,
                           geometry=geometry)
-    out_dir = Path(save_dir) if save_dir else increment_path(Path(project) / name)
+    out_dir = Path(save_dir) if save_dir else new_run_dir(project, name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t_start = time.perf_counter()

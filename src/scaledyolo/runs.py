@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from scaledyolo.files import plain_name
+
 
 def increment_path(path: str | Path) -> Path:
     """Create and return the first of `path`, `path2`, `path3`, ... that does not exist yet.
@@ -22,3 +24,9 @@ def increment_path(path: str | Path) -> Path:
             return candidate
         except FileExistsError:
             n += 1
+
+
+def new_run_dir(project: str | Path, name: str) -> Path:
+    """Claim `project/name` (or `name2`, `name3` ...). `name` must be a plain folder name: `..`, `a/b` or
+    an absolute path would put the run beside or outside `project` (`..` gave a hidden `project/..2`)."""
+    return increment_path(Path(project) / plain_name(name, "run name (--name)"))

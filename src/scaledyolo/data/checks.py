@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from scaledyolo.data import formats
 from scaledyolo.data.dataset import DataConfig, SplitSpec
+from scaledyolo.data.image_header import HeaderError, check_image_size
 from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_write_text
+from scaledyolo.files import atomic_write_text, display_path
 from scaledyolo.ops.boxes import xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger("scaledyolo.data")
@@ -130,6 +131,8 @@ def decode_image(path: str | Path, check: bool = False, notes: list[str] | None 
     data) is used: the marker is added in memory, the file is never rewritten, and with `notes`
     given, `MISSING_END_NOTE` is appended there for the caller to report. check=True refuses
     truncated JPEG/PNG files: rows missing from a JPEG would decode as a grey tail. Raises `ImageError`.
+    The header's pixel count is checked before decoding (`image_header`: a small file declaring a huge
+    picture is refused, not decoded), and whatever the decoder objects to is an `ImageError` too.
     """
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
@@ -147,7 +150,13 @@ def decode_image(path: str | Path, check: bool = False, notes: list[str] | None 
                 raise
     if check and head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
         raise ImageError("truncated PNG (no IEND chunk)")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        check_image_size(buf.tobytes())  # whole file: a TIFF may keep its directory at the end
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except HeaderError as exc:
+        raise ImageError(str(exc)) from None
+    except cv2.error as exc:
+        raise ImageError(f"cannot decode this image ({_first_line(exc)})") from None
     if img is None or img.size == 0:
         raise ImageError("unreadable image (not a valid image file)")
     if note and check and _last_block_missing(img):
@@ -155,6 +164,12 @@ def decode_image(path: str | Path, check: bool = False, notes: list[str] | None 
     if note and notes is not None:
         notes.append(note)
     return img
+
+
+def _first_line(exc: Exception) -> str:
+    """OpenCV's message without its source location: `OpenCV(4.x) file.cpp:79: error: (-215) what`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(" error: ", 1)[-1][:200]
 
 
 def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tuple[np.ndarray, list[str]]:
@@ -200,8 +215,11 @@ def validate_labels(sample: formats.Sample, hw: tuple[int, int], nc: int) -> tup
 
 
 def _problem(file: str | Path, problem: str, image: str | Path | None = None) -> dict[str, str]:
-    """A problem (or note) record: the file at fault, the image it concerns (default: the same file), what."""
-    return {"file": str(file), "image": str(file if image is None else image), "problem": problem}
+    """A problem (or note) record: the file at fault, the image it concerns (default: the same file), what.
+
+    Paths are display text (`display_path`): a file name need not be UTF-8, a report must print.
+    """
+    return {"file": display_path(file), "image": display_path(file if image is None else image), "problem": problem}
 
 
 def _read_list(list_file: Path, root: Path, problems: list[dict[str, str]]) -> list[Path]:
@@ -242,6 +260,7 @@ def read_split(cfg: DataConfig, spec: SplitSpec) -> tuple[list[formats.Sample], 
     problems: list[dict[str, str]] = []
     if spec.kind == "coco":
         coco = formats.read_coco(spec.sources[0], spec.annotations)
+        problems += [_problem(spec.annotations, problem) for problem in coco.problems]
         samples = []
         for s in coco.samples:
             if s.image.is_file():
@@ -262,9 +281,9 @@ def _stat_key(paths: list[Path]) -> str:
     for p in paths:
         try:
             st = p.stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(p) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{p}\0missing\n".encode())
+            h.update(os.fsencode(p) + b"\0missing\n")
     return h.hexdigest()
 
 
@@ -300,7 +319,7 @@ def cache_paths(spec: SplitSpec, samples: list[formats.Sample]) -> list[Path]:
         anchor = formats.yolo_label_path(samples[0].image).parent if samples else spec.sources[0]
     primary = anchor.with_name(anchor.name + ".cache")
     fallback_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scaledyolo"
-    digest = hashlib.sha1(str(primary.resolve()).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(os.fsencode(primary.resolve())).hexdigest()[:16]
     out = []
     if _is_writable(primary.parent):
         out.append(primary)

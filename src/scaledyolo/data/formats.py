@@ -6,11 +6,12 @@ checks skip it and report it); nothing here opens an image. Geometry checks live
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from scaledyolo.errors import UserError
 
+MAX_BOXES_PER_IMAGE = 3000  # a few times the densest real datasets (SKU-110K ~700, DOTA ~2,000 objects per image)
+MAX_CLASS_INDEX = 2**31 - 1  # beyond any class count; larger values are reported as written, not wrapped around
 IMG_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
 
 
@@ -82,13 +85,17 @@ def parse_yolo_labels(text: str) -> np.ndarray:
     """Parse YOLO label text into an (n, 5) float array [class, cx, cy, w, h].
 
     Blank lines are allowed; every other line must be five numbers with an integral, non-negative
-    class. Raises `LabelError` naming the first bad line. Ranges are checked later (`checks.py`).
+    class. Raises `LabelError` naming the first bad line, or when the file holds more than
+    `MAX_BOXES_PER_IMAGE` boxes (parsing stops there: a million-line file costs no more than the cap).
+    Ranges are checked later (`checks.py`).
     """
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(io.StringIO(text, newline=None), 1):
         fields = line.split()
         if not fields:
             continue
+        if len(rows) == MAX_BOXES_PER_IMAGE:
+            raise LabelError(_too_many_boxes())
         if len(fields) != 5:
             raise LabelError(f"line {number}: expected 5 values (class cx cy w h), got {len(fields)}")
         try:
@@ -100,8 +107,14 @@ def parse_yolo_labels(text: str) -> np.ndarray:
             raise LabelError(f"line {number}: class {fields[0]!r} is not an integer")
         if cls < 0:
             raise LabelError(f"line {number}: negative class {fields[0]}")
+        if cls > MAX_CLASS_INDEX:
+            raise LabelError(f"line {number}: class {fields[0]} out of range")
         rows.append(values)
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def _too_many_boxes() -> str:
+    return f"more than {MAX_BOXES_PER_IMAGE} boxes for one image (the limit, formats.MAX_BOXES_PER_IMAGE)"
 
 
 def read_yolo(images: Sequence[Path]) -> list[Sample]:
@@ -144,6 +157,8 @@ def parse_voc(xml_text: str | bytes, names: Sequence[str]) -> tuple[np.ndarray, 
     index = {n: i for i, n in enumerate(names)}
     classes, boxes = [], []
     for obj in root.iter("object"):
+        if len(classes) == MAX_BOXES_PER_IMAGE:
+            raise LabelError(_too_many_boxes())
         name_node = obj.find("name")
         name = (name_node.text or "").strip() if name_node is not None else ""
         if name not in index:
@@ -177,9 +192,13 @@ def read_voc(images: Sequence[Path], xml_dir: Path, names: Sequence[str]) -> lis
 
 @dataclass
 class CocoSplit:
+    """The samples of a COCO JSON, its classes, and problems of the file as a whole (annotations that
+    belong to no listed image)."""
+
     samples: list[Sample]
     names: list[str]
     category_ids: list[int]
+    problems: list[str] = field(default_factory=list)
 
 
 def coco_categories(json_file: Path) -> tuple[list[str], list[int]]:
@@ -222,28 +241,52 @@ def read_coco(images_dir: Path, json_file: Path) -> CocoSplit:
     """COCO layout: every image listed in the JSON, category ids mapped to contiguous class indices.
 
     Crowd annotations (`iscrowd: 1`) are left out, as in the official training. An annotation with
-    a malformed bbox marks its image as a problem.
+    a malformed bbox or `iscrowd` marks its image as a problem; annotations whose `image_id` is not
+    in `images` are counted in `problems` (they would otherwise vanish unnoticed), as are images whose
+    `file_name` is absolute or climbs out of the images folder with `..` (a name in a file is no path).
     """
     data, names, category_ids = _load_coco(json_file)
     cat_index = {cid: i for i, cid in enumerate(category_ids)}
+    image_ids = {info["id"] for info in data["images"]}
     per_image: dict[int, list[dict]] = {}
+    orphans: list[object] = []
     for ann in data.get("annotations") or []:
-        if _is_int(ann.get("image_id")):
+        if _is_int(ann.get("image_id")) and ann["image_id"] in image_ids:
             per_image.setdefault(ann["image_id"], []).append(ann)
+        else:
+            orphans.append(ann.get("image_id"))
+    problems = []
+    if orphans:
+        problems.append(f"{len(orphans)} annotation(s) for image ids not in 'images' ignored "
+                        f"(e.g. image_id {repr(orphans[0])[:60]})")
     samples = []
     for info in data["images"]:
+        if Path(info["file_name"]).is_absolute() or ".." in Path(info["file_name"]).parts:
+            problems.append(f"image {info['id']}: file_name {info['file_name'][:200]!r} points outside the images "
+                            "folder; skipped")
+            continue
         image = images_dir / info["file_name"]
         if not image.is_file() and (images_dir / image.name).is_file():
             image = images_dir / image.name  # file_name with a folder prefix the images folder already is
         image_id = info["id"]
-        anns = [a for a in per_image.get(image_id, []) if not a.get("iscrowd", 0)]
         try:
+            anns = [a for a in per_image.get(image_id, []) if not _is_crowd(a)]
+            if len(anns) > MAX_BOXES_PER_IMAGE:
+                raise LabelError(_too_many_boxes())
             classes, boxes = _coco_boxes(anns, cat_index)
         except LabelError as exc:
             samples.append(empty_sample(image, json_file, False, image_id, problem=f"bad annotation: {exc}"))
             continue
         samples.append(Sample(image, json_file if len(anns) else None, classes, boxes, False, image_id))
-    return CocoSplit(samples, names, category_ids)
+    return CocoSplit(samples, names, category_ids, problems)
+
+
+def _is_crowd(ann: dict) -> bool:
+    """`iscrowd` as COCO defines it, 0 or 1 (absent: 0); anything else is a `LabelError`, not a guess."""
+    value = ann.get("iscrowd", 0)
+    if value not in (0, 1):
+        raise LabelError(f"annotation {ann.get('id')}: iscrowd must be 0 or 1, got {value!r}")
+    return bool(value)
 
 
 def _is_int(value: object) -> bool:

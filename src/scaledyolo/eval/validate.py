@@ -24,7 +24,7 @@ from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_catego
                                   dataset_image_ids, labels_to_xyxy, results_json)
 from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
 from scaledyolo.eval.tta import model_output
-from scaledyolo.files import write_json
+from scaledyolo.files import check_outputs, write_json
 from scaledyolo.geometry import model_geometry
 from scaledyolo.logs import summarize_files
 from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
@@ -285,6 +285,8 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
         cfg = load_data_config(data)
         cfg.split(split)  # a missing split fails here, before the model is loaded
         model = load_for_val(weights, cfg.names, dev)
+    if save_json:
+        check_outputs([save_json], [weights, data])
     geometry = model_geometry(model, geometry)
     if subnet:
         model = model.subnet(subnet)

@@ -1,4 +1,10 @@
-"""`scaledyolo convert` and `scaledyolo export`: any weights in, our checkpoint or a deployment format out."""
+"""`scaledyolo convert` and `scaledyolo export`: any weights in, our checkpoint or a deployment format out.
+
+Output paths come from the user's arguments only (`--output`, else the weights argument's own stem),
+never from a name stored in the weights file, and are checked before anything is loaded: an output
+that is one of the inputs is refused, another existing file is replaced with a note
+(`scaledyolo.files.check_outputs`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scaledyolo.errors import UserError
+from scaledyolo.files import check_outputs, plain_name
 from scaledyolo.interop.loading import load_model
 from scaledyolo.interop.onnx_nms import DEFAULT_CONF, DEFAULT_IOU, NMSOptions
 from scaledyolo.models.spec import round_img_size
@@ -19,14 +26,22 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("onnx", "torchscript", "darknet", "openvino")
 
 
+def input_files(source: str | Path, weights: str | Path | None = None) -> list[Path]:
+    """Every file loading `source` reads: a darknet cfg also reads the `.weights` and `.names` beside it."""
+    source = Path(source)
+    files = [source] + ([Path(weights)] if weights is not None else [])
+    if source.suffix.lower() == ".cfg":
+        files += [source.with_suffix(".weights"), source.with_suffix(".names")]
+    return files
+
+
 def convert(source: str | Path, weights: str | Path | None = None, output: str | Path | None = None) -> Path:
     """Darknet cfg(+weights) or official `.pt` -> our checkpoint (written atomically); returns its path."""
     from scaledyolo.train.checkpoint import save_checkpoint
 
-    model = load_model(source, weights=weights)
     output = Path(output) if output else Path(source).with_name(Path(source).stem + "-scaledyolo.pt")
-    if output.resolve() == Path(source).resolve():
-        raise UserError("the output would overwrite the input; pass -o OUT.pt", output)
+    check_outputs([output], input_files(source, weights))
+    model = load_model(source, weights=weights)
     save_checkpoint(output, model, extra={"converted_from": str(source)})
     return output
 
@@ -40,7 +55,8 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
     `img` is rounded up to a multiple of the model's max stride (default: the model's native size).
     `nms` (onnx, openvino) ends the graph in predict's NMS with `conf`, `iou`, `max_det`. `int8`
     (openvino) quantises with NNCF, calibrated on up to `calib_images` (default 300) pictures of
-    `data`'s val split or of the folder `calib`.
+    `data`'s val split or of the folder `calib`. Darknet files are `OUTPUT/STEM.cfg` and
+    `OUTPUT/STEM.weights`, STEM the weights argument's stem (never a name stored in the file).
     """
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
@@ -53,30 +69,39 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
     if not int8 and (data is not None or calib is not None or calib_images is not None):
         raise UserError("--data, --calib and --calib-images choose int8 calibration images; add --int8")
     nms_options = NMSOptions(conf, iou, max_det) if nms else None
+    stem = plain_name(Path(weights).stem, "weights file name")
+    if format == "darknet":
+        if half or dynamic:
+            raise UserError("darknet export writes float32 weights at the cfg's size; drop --half/--dynamic")
+        folder = Path(output or f"{stem}-darknet")
+        outputs = [folder / f"{stem}.cfg", folder / f"{stem}.weights"]
+    else:
+        if img is not None and img < 0:
+            raise UserError(f"--img {img} must be positive")
+        if format == "torchscript" and dynamic:
+            raise UserError("TorchScript export is traced at one size; --dynamic is for ONNX")
+        default = f"{stem}{'-int8' if int8 else '-fp16' if half else ''}.xml" if format == "openvino" \
+            else f"{stem}.{format}"
+        outputs = [Path(output or default)]
+        if format == "openvino" and outputs[0].suffix.lower() == ".xml":
+            outputs.append(outputs[0].with_suffix(".bin"))
+    check_outputs(outputs, input_files(weights) + [data])
     model = load_model(weights)
-    stem = Path(weights).stem
     if format == "darknet":
         from scaledyolo.interop.darknet import export_darknet
 
-        if half or dynamic:
-            raise UserError("darknet export writes float32 weights at the cfg's size; drop --half/--dynamic")
-        return list(export_darknet(model, output or Path(f"{stem}-darknet")))
-    if img is not None and img < 0:
-        raise UserError(f"--img {img} must be positive")
+        return list(export_darknet(model, folder, stem=stem))
     size = round_img_size(img or model.spec.img_size, model.spec.max_stride)
     if format == "onnx":
         from scaledyolo.interop.onnx import export_onnx
 
-        return [export_onnx(model, output or f"{stem}.onnx", img=size, dynamic=dynamic, half=half, nms=nms_options)]
+        return [export_onnx(model, outputs[0], img=size, dynamic=dynamic, half=half, nms=nms_options)]
     if format == "openvino":
-        return _export_openvino(model, output or f"{stem}{'-int8' if int8 else '-fp16' if half else ''}.xml", size,
-                                dynamic, half, nms_options,
+        return _export_openvino(model, outputs[0], size, dynamic, half, nms_options,
                                 _calibration(data, calib, calib_images, size, model) if int8 else None)
     from scaledyolo.interop.onnx import export_torchscript
 
-    if dynamic:
-        raise UserError("TorchScript export is traced at one size; --dynamic is for ONNX")
-    return [export_torchscript(model, output or f"{stem}.torchscript", img=size, half=half)]
+    return [export_torchscript(model, outputs[0], img=size, half=half)]
 
 
 def _calibration(data: str | Path | None, calib: str | Path | None, limit: int | None, size: int,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from scaledyolo.errors import UserError
-from scaledyolo.files import atomic_write_bytes, atomic_write_text
+from scaledyolo.files import atomic_write_bytes, atomic_write_text, plain_name
 from scaledyolo.models.graph import GraphBuilder
 from scaledyolo.models.layers import Concat, Conv, Identity, MaxPool, Shortcut, Upsample
 from scaledyolo.models.spec import MAX_CFG_CHARS, MAX_CLASSES, MAX_IMG_SIZE, ModelSpec, get_spec
@@ -604,12 +604,17 @@ def model_from_cfg(cfg: str | Path, weights: str | Path | None = None) -> "YOLO"
     return model.eval()
 
 
-def export_darknet(model: "YOLO", output: str | Path) -> tuple[Path, Path]:
-    """Write `<name>.cfg` and `<name>.weights` into the folder `output`; returns both paths."""
+def export_darknet(model: "YOLO", output: str | Path, stem: str | None = None) -> tuple[Path, Path]:
+    """Write `STEM.cfg` and `STEM.weights` into the folder `output`; returns both paths.
+
+    `stem` defaults to the model's spec name, which may come from a file: it must then be a plain file
+    name (`scaledyolo.files.plain_name`), so a spec named `../../x` cannot write outside `output`.
+    """
     output = Path(output)
+    stem = plain_name(model.spec.name if stem is None else stem, "model name")
     text = cfg_text(model)
     data = weights_bytes(model)
-    cfg_path, weights_path = output / f"{model.spec.name}.cfg", output / f"{model.spec.name}.weights"
+    cfg_path, weights_path = output / f"{stem}.cfg", output / f"{stem}.weights"
     atomic_write_text(cfg_path, text)
     atomic_write_bytes(weights_path, data)
     return cfg_path, weights_path

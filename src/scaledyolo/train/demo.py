@@ -16,7 +16,7 @@ from typing import Any
 
 import cv2
 
-from scaledyolo.runs import increment_path
+from scaledyolo.runs import new_run_dir
 
 IMG = 160
 EPOCHS = 40
@@ -40,7 +40,7 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
     from scaledyolo.train.trainer import train
 
     t0 = time.time()
-    run_dir = increment_path(Path(project) / name)
+    run_dir = new_run_dir(project, name)
     print(f"demo: writing {n_train} + {n_val} synthetic images to {run_dir / 'data'}")
     data = make_synthetic_dataset(run_dir / "data", n_train=n_train, n_val=n_val, img_size=img, seed=seed)
     hyp = dict(HYP, nbs=batch)

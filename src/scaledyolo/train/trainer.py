@@ -30,13 +30,13 @@ from tqdm import tqdm
 
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.eval.plots import plot_batch
-from scaledyolo.files import atomic_path, atomic_write_text
+from scaledyolo.files import atomic_path, atomic_write_text, plain_name
 from scaledyolo.geometry import TRAINED_GEOMETRY
 from scaledyolo.hyp import load_hyp
 from scaledyolo.logs import LOGGER, summarize_files
 from scaledyolo.models.spec import MEMBERS, ModelSpec, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
-from scaledyolo.runs import increment_path
+from scaledyolo.runs import new_run_dir
 from scaledyolo.train.checkpoint import read_checkpoint, save_checkpoint
 from scaledyolo.train.distributed import init_distributed, run_on_main
 from scaledyolo.train.ema import ModelEMA
@@ -211,6 +211,7 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if epochs < 1 or batch < 1:
             raise UserError("--epochs and --batch must be at least 1")
+        plain_name(name, "run name (--name)")  # before any data is read, not when the run folder is made
         args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs),
                     batch=int(batch), device=device, project=str(project), name=str(name),
                     hyp=hyp if isinstance(hyp, dict) else str(hyp or "scratch"),
@@ -367,7 +368,7 @@ class _Trainer:
         _log(f"resuming: {self.start_epoch} of {self.args['epochs']} epochs done", self.rank)
 
     def _new_run_dir(self) -> Path:
-        run_dir = [increment_path(Path(self.args["project"]) / self.args["name"]) if self.main else None]
+        run_dir = [new_run_dir(self.args["project"], self.args["name"]) if self.main else None]
         if self.world > 1:
             dist.broadcast_object_list(run_dir, src=0)
         return Path(run_dir[0])
