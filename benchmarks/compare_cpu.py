@@ -14,7 +14,7 @@ on the same weights and the same input:
 - `onnxruntime`: our ONNX export, CPU provider, all graph optimisations, its defaults otherwise;
 - `openvino`: our ONNX export on OpenVINO's CPU plugin with `INFERENCE_PRECISION_HINT=f32` (its
   default on a bf16-capable CPU is bf16, a different computation); `openvino-int8`: our int8 IR
-  (NNCF, calibrated on random pictures: a speed figure only; accuracy lives in bf16_accuracy.py).
+  (NNCF, calibrated on random pictures: a speed figure only; accuracy lives in precision_accuracy.py).
 
 Why separate processes: engines in one process share the OpenMP/TBB pools and allocator state, and
 one engine's spinning threads slow the next; a user runs one engine per process. Each worker loads
