@@ -105,6 +105,13 @@ class APResult:
     best_conf: float
     pr_curves: np.ndarray = field(repr=False)
     f1_curve: np.ndarray = field(repr=False)
+    p_curves: np.ndarray = field(default_factory=lambda: np.zeros((0, len(CONF_POINTS))), repr=False)
+    r_curves: np.ndarray = field(default_factory=lambda: np.zeros((0, len(CONF_POINTS))), repr=False)
+
+    @property
+    def f1_curves(self) -> np.ndarray:
+        """Per-class F1 (nc, 1000) against the confidence threshold `CONF_POINTS` (IoU 0.5)."""
+        return f1_score(self.p_curves, self.r_curves)
 
     @property
     def present(self) -> np.ndarray:
@@ -172,12 +179,23 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
             # Recall/precision as functions of the confidence threshold (IoU 0.5), for the best-F1 point.
             r_conf[c] = np.interp(-CONF_POINTS, -conf[order], recall[:, 0], left=0)
             p_conf[c] = np.interp(-CONF_POINTS, -conf[order], precision[:, 0], left=1)
-    f1 = 2 * p_conf * r_conf / (p_conf + r_conf + 1e-16)
+    f1 = f1_score(p_conf, r_conf)
     present = n_gt > 0
     f1_mean = f1[present].mean(0) if present.any() else np.zeros(len(CONF_POINTS))
-    best = int(_smooth(f1_mean).argmax())
+    best = smoothed_peak(f1_mean)
     return APResult(ap=ap, precision=p_conf[:, best], recall=r_conf[:, best], f1=f1[:, best], n_gt=n_gt,
-                    best_conf=float(CONF_POINTS[best]), pr_curves=pr_curves, f1_curve=f1_mean)
+                    best_conf=float(CONF_POINTS[best]), pr_curves=pr_curves, f1_curve=f1_mean,
+                    p_curves=p_conf, r_curves=r_conf)
+
+
+def f1_score(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """Harmonic mean of precision and recall, elementwise (0 where both are 0)."""
+    return 2 * precision * recall / (precision + recall + 1e-16)
+
+
+def smoothed_peak(curve: np.ndarray) -> int:
+    """Index of the maximum of `curve` after the box filter the best-F1 choice uses (curves vs confidence)."""
+    return int(_smooth(np.asarray(curve, dtype=np.float64)).argmax())
 
 
 def _smooth(y: np.ndarray, fraction: float = 0.05) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,13 +22,17 @@ from scaledyolo.devices import select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
-from scaledyolo.eval.metrics import RECALL_POINTS, ConfusionMatrix, ap_per_class, match_detections
-from scaledyolo.eval.tta import model_output
+from scaledyolo.eval.metrics import ConfusionMatrix, ap_per_class, match_detections
+from scaledyolo.eval.tta import model_output, tta_forward
+from scaledyolo.eval.val_plots import PLOT_BATCHES, write_val_plots
 from scaledyolo.files import check_outputs, write_json
 from scaledyolo.geometry import model_geometry
 from scaledyolo.logs import summarize_files
-from scaledyolo.ops.boxes import scale_boxes, xyxy2xywh
+from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import non_max_suppression
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+LOSS_KEYS = ("val/box_loss", "val/obj_loss", "val/cls_loss", "val/total_loss")  # the order of the loss parts
 
 
 class _Tally:
@@ -42,6 +46,8 @@ class _Tally:
         self.confs: list[np.ndarray] = []
         self.pred_classes: list[np.ndarray] = []
         self.target_classes: list[np.ndarray] = []
+        self.loss_sum = np.zeros(len(LOSS_KEYS))  # sum over batches of the loss parts [box, obj, cls, total]
+        self.loss_batches = 0
 
     def add(self, index: int, det: np.ndarray, gt_cls: np.ndarray, gt_boxes: np.ndarray) -> None:
         kept, tp = match_detections(det, gt_cls, gt_boxes)
@@ -59,6 +65,8 @@ class _Tally:
         entries = sorted(((index, t, k) for t in shards for k, index in enumerate(t.seen)), key=lambda e: e[0])
         out = _Tally(shards[0].confusion.nc)
         out.confusion.matrix = sum((t.confusion.matrix for t in shards), out.confusion.matrix)
+        out.loss_sum = sum((t.loss_sum for t in shards), out.loss_sum)
+        out.loss_batches = sum(t.loss_batches for t in shards)
         for index, t, k in entries:
             out.seen.append(index)
             for name in ("predictions", "tps", "confs", "pred_classes", "target_classes"):
@@ -87,7 +95,7 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
              max_det: int = 300, tta: bool = False, names: Sequence[str] | None = None,
              plots_dir: str | Path | None = None, save_json: str | Path | None = None, coco: bool = True,
              half: bool = False, category_ids: Sequence[int] | None = None, progress: bool = True,
-             verbose: bool = False, gather: bool = False) -> dict[str, Any]:
+             verbose: bool = False, gather: bool = False, loss_fn: LossFn | None = None) -> dict[str, Any]:
     """Run `model` over `loader` (batches of the data contract) and score it against `dataset`'s labels.
 
     Returns map, map50, map75 (pycocotools' when `coco`, else our matcher's), map_small/medium/large
@@ -98,6 +106,12 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     under fp16 autocast on CUDA (the model's weights are left as they are). `gather`: under
     torch.distributed, `loader` holds only this rank's shard; every rank runs its own, then all ranks
     score the union (each returns the same figures).
+
+    `loss_fn` (the trainer's `ComputeLoss`): also the validation losses, the mean over batches of its
+    parts on the model's raw maps of each batch (the same forward as the detections), as
+    val/box_loss, val/obj_loss, val/cls_loss, val/total_loss; the gap to the training losses is how
+    overfitting shows. `plots_dir`: write the PR/F1/P/R curves, both confusion matrices and the
+    first batches' pictures there (`scaledyolo.eval.val_plots`).
     """
     names = list(names if names is not None else getattr(model, "names", None) or [])
     nc = int(getattr(model, "num_classes", 0) or len(names))
@@ -107,9 +121,9 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
     was_training = model.training
     model.eval()
     try:
-        tally, speed, first_batch = _predict_all(model, loader, dataset, tally=_Tally(nc), conf=conf, iou=iou,
-                                                 max_det=max_det, tta=tta, half=half, progress=progress,
-                                                 keep_first=plots_dir is not None)
+        tally, speed, batches = _predict_all(model, loader, dataset, tally=_Tally(nc), conf=conf, iou=iou,
+                                             max_det=max_det, tta=tta, half=half, progress=progress,
+                                             keep=PLOT_BATCHES if plots_dir is not None else 0, loss_fn=loss_fn)
     finally:
         model.train(was_training)
     if gather and dist.is_available() and dist.is_initialized():
@@ -148,33 +162,44 @@ def validate(model: torch.nn.Module, loader: Any, dataset: Any, conf: float = 0.
                 row["ap"], row["ap50"] = cstats["ap"], cstats["ap50"]
     result.update({"per_class": per_class, "speed": speed, "confusion_matrix": tally.confusion.matrix.tolist(),
                    "image_ids": image_ids, "predictions": tally.predictions})
+    if loss_fn is not None:
+        mean_loss = tally.loss_sum / max(tally.loss_batches, 1)
+        result.update({key: float(value) for key, value in zip(LOSS_KEYS, mean_loss)})
     if plots_dir is not None:
-        _write_plots(Path(plots_dir), own, tally.confusion, names, first_batch)
+        write_val_plots(Path(plots_dir), own, tally.confusion.matrix, names, batches)
     return result
 
 
 def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tally, conf: float, iou: float,
-                 max_det: int, tta: bool, half: bool, progress: bool, keep_first: bool
-                 ) -> tuple[_Tally, dict[str, float], tuple | None]:
-    """The inference pass: forward (timed), NMS (timed), boxes back to original pixels, matching."""
+                 max_det: int, tta: bool, half: bool, progress: bool, keep: int, loss_fn: LossFn | None
+                 ) -> tuple[_Tally, dict[str, float], list[tuple]]:
+    """The inference pass: forward (timed), NMS (timed), boxes back to original pixels, matching; the
+    loss parts of each batch into the tally when `loss_fn`; the first `keep` batches kept for pictures."""
     device = next(model.parameters()).device
     nc = tally.confusion.nc
     path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
     use_autocast = half and device.type == "cuda"
     t_inf = t_nms = 0.0
-    first_batch = None
+    batches: list[tuple] = []
     for imgs, targets, paths, shapes in tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False,
                                              file=sys.stderr):
         x = imgs.to(device, non_blocking=True).float() / 255.0
         synchronize(device)
         t0 = time.perf_counter()
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_autocast):
-            out = model_output(model, x, tta).float()
+            if loss_fn is None:
+                out = model_output(model, x, tta).float()
+            else:
+                out, maps = detections_and_maps(model, x, tta)
         synchronize(device)
+        t_inf += time.perf_counter() - t0
+        if loss_fn is not None:  # outside the timed forward, so the speed figures stay comparable
+            _, parts = loss_fn([m.float() for m in maps], targets.to(device))
+            tally.loss_sum += parts.detach().cpu().double().numpy()
+            tally.loss_batches += 1
         t1 = time.perf_counter()
         dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, multi_label=nc > 1, max_det=max_det)
         synchronize(device)
-        t_inf += t1 - t0
         t_nms += time.perf_counter() - t1
         for j, det in enumerate(dets):
             index = path_index.get(str(paths[j]))
@@ -184,51 +209,35 @@ def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tall
             det = det.detach().float().clone()
             scale_boxes(det[:, :4], x.shape[2:], shape0, shapes[j][1])
             tally.add(index, det.cpu().numpy().astype(np.float64), *labels_to_xyxy(dataset.labels[index], shape0))
-        if keep_first and first_batch is None:
-            first_batch = (imgs, targets, paths, shapes, tally.predictions[-len(dets):])
+        if len(batches) < keep:
+            batches.append((imgs, targets, paths, shapes, tally.predictions[-len(dets):]))
     per_image = 1000.0 / max(len(tally.seen), 1)
     speed = {"inference_ms": t_inf * per_image, "nms_ms": t_nms * per_image, "total_ms": (t_inf + t_nms) * per_image}
-    return tally, speed, first_batch
+    return tally, speed, batches
+
+
+def detections_and_maps(model: torch.nn.Module, x: torch.Tensor, tta: bool = False
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The eval-mode detections (float) and the raw per-level maps (the train-mode output) of one forward.
+
+    Our YOLO decodes its own raw maps (`detect.raw` then `detect.decode`), so both come from one pass
+    with the eval-mode BatchNorms; a model whose eval forward returns (detections, raw maps), as the
+    official ones do, gives both items. With `tta` the detections are the augmented runs' and the maps
+    the plain input's.
+    """
+    detect, features = getattr(model, "detect", None), getattr(model, "features", None)
+    if detect is not None and callable(features) and hasattr(model, "levels"):
+        maps = detect.raw(features(x), model.levels)
+        out = tta_forward(model, x) if tta else detect.decode(maps, model.levels)
+        return out.float(), maps
+    out = model(x)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise UserError("validation losses need the raw per-level maps: this model returns only its detections")
+    return (tta_forward(model, x) if tta else out[0]).float(), list(out[1])
 
 
 def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
     return np.concatenate(parts, 0) if parts else np.zeros(empty_shape, dtype=dtype)
-
-
-def _write_plots(folder: Path, own: Any, confusion: ConfusionMatrix, names: list[str],
-                 first_batch: tuple | None) -> None:
-    from scaledyolo.eval.plots import plot_batch, plot_confusion_matrix, plot_pr_curve
-
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_pr_curve(RECALL_POINTS, own.pr_curves, own.ap[:, 0], names, folder / "PR_curve.png", present=own.present)
-    plot_confusion_matrix(confusion.matrix, names, folder / "confusion_matrix.png")
-    if first_batch is not None:
-        imgs, targets, paths, shapes, preds = first_batch
-        plot_batch(imgs, targets, paths, names, folder / "val_batch0_labels.jpg")
-        plot_batch(imgs, _to_input_targets(preds, shapes), paths, names,
-                   folder / "val_batch0_pred.jpg")
-
-
-def _to_input_targets(preds: list[np.ndarray], shapes: Sequence) -> np.ndarray:
-    """Predictions in original pixels -> plot_batch rows [i, class, cx, cy, w, h, score] in input pixels.
-
-    The loader records the gains as (rh, rw); each axis gets its own (they differ for thin pictures).
-    """
-    rows = []
-    for i, (det, shape) in enumerate(zip(preds, shapes)):
-        if not len(det):
-            continue
-        (gy, gx), (padw, padh) = _ratio_pad(shape[1])
-        boxes = det[:, :4] * np.array([gx, gy, gx, gy]) + np.array([padw, padh, padw, padh])
-        xywh = xyxy2xywh(boxes)
-        rows.append(np.concatenate((np.full((len(det), 1), i), det[:, 5:6], xywh, det[:, 4:5]), 1))
-    return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
-
-
-def _ratio_pad(ratio_pad: Any) -> tuple[tuple[float, float], tuple[float, float]]:
-    ratio, pad = ratio_pad
-    ratio = tuple(ratio) if isinstance(ratio, (tuple, list)) else (ratio, ratio)
-    return (float(ratio[0]), float(ratio[1])), (float(pad[0]), float(pad[1]))
 
 
 def load_for_val(weights: str, names: Sequence[str] | None, device: torch.device) -> torch.nn.Module:
