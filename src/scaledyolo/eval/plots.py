@@ -149,7 +149,7 @@ def plot_labels(labels: Any, names: Sequence[str], path: str | Path, max_boxes: 
     ax[1].axis("off")
     ax[1].set_title(f"box shapes ({min(len(table), max_boxes)} of {len(table)})", fontsize=9)
     for a, (i, j), (xl, yl) in zip(ax[2:], ((1, 2), (3, 4)), (("x", "y"), ("width", "height"))):
-        a.hist2d(table[:, i], table[:, j], bins=50, range=[[0, 1], [0, 1]], cmap="Blues", cmin=1)
+        a.hist2d(table[:, i], table[:, j], bins=50, range=[[0, 1], [0, 1]], cmap="Blues", cmin=1, vmin=0)
         a.set_xlabel(xl)
         a.set_ylabel(yl)
         a.set_xlim(0, 1)
