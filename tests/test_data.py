@@ -547,7 +547,7 @@ def test_image_damaged_after_the_check_is_replaced_not_fatal(tmp_path, caplog):
 
 def test_jpeg_missing_only_its_end_marker_is_used_and_reported(tmp_path, caplog):
     """A real photo without its final FFD9 decodes exactly and counts; one cut inside its scan does not."""
-    from scaledyolo.data.checks import MISSING_END_NOTE, ImageError, decode_image
+    from scaledyolo.data.image_decode import MISSING_END_NOTE, ImageError, decode_image
 
     make_voc(tmp_path / "voc")
     yml = tmp_path / "voc" / "voc.yaml"
@@ -576,7 +576,7 @@ def test_jpeg_missing_only_its_end_marker_is_used_and_reported(tmp_path, caplog)
 
 
 def test_jpeg_with_trailing_data_is_complete_and_truncated_jpeg_is_not(tmp_path):
-    from scaledyolo.data.checks import ImageError, decode_image
+    from scaledyolo.data.image_decode import ImageError, decode_image
 
     ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
     data = buf.tobytes()

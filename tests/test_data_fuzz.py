@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from scaledyolo.data import augment as aug
 from scaledyolo.data import formats
-from scaledyolo.data.checks import validate_labels
+from scaledyolo.data.label_checks import validate_labels
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.errors import UserError

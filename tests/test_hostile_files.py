@@ -29,7 +29,8 @@ import torch
 
 import scaledyolo
 from scaledyolo.data import formats
-from scaledyolo.data.checks import ImageError, decode_image, scan_split
+from scaledyolo.data.checks import scan_split
+from scaledyolo.data.image_decode import ImageError, decode_image
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.image_header import ENV_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS, image_size
 from scaledyolo.errors import UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaledyolo.data.checks import read_split
+from scaledyolo.data.split_files import read_split
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.formats import list_folder
 from scaledyolo.errors import UserError

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from scaledyolo import drawing
-from scaledyolo.data.checks import ImageError, decode_image
+from scaledyolo.data.image_decode import ImageError, decode_image
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path, display_path
 

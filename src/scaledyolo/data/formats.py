@@ -1,7 +1,7 @@
 """Read the three annotation layouts (YOLO txt, Pascal VOC XML, COCO JSON) into one `Sample` type.
 
 Readers only parse: a label file that cannot be understood gives a `Sample` with `problem` set (the
-checks skip it and report it); nothing here opens an image. Geometry checks live in `checks.py`.
+checks skip it and report it); nothing here opens an image. Geometry checks live in `label_checks.py`.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def parse_yolo_labels(text: str) -> np.ndarray:
     Blank lines are allowed; every other line must be five numbers with an integral, non-negative
     class. Raises `LabelError` naming the first bad line, or when the file holds more than
     `MAX_BOXES_PER_IMAGE` boxes (parsing stops there: a million-line file costs no more than the cap).
-    Ranges are checked later (`checks.py`).
+    Ranges are checked later (`label_checks.py`).
     """
     rows = []
     for number, line in enumerate(io.StringIO(text, newline=None), 1):

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from scaledyolo.data import augment as aug
-from scaledyolo.data.checks import ImageError, decode_image, require_images, scan_split
+from scaledyolo.data.checks import require_images, scan_split
+from scaledyolo.data.image_decode import ImageError, decode_image
 from scaledyolo.data.dataset import DataConfig, load_data_config
 from scaledyolo.errors import RunError
 from scaledyolo.hyp import load_hyp
