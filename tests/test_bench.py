@@ -138,7 +138,7 @@ def test_predict_reuses_the_fast_copy_until_the_weights_change():
     first = cached_inference_model(model, img_size=64)
     assert cached_inference_model(model, img_size=64) is first
     with torch.no_grad():
-        model.layers[0].conv.weight.mul_(0.5)
+        model.backbone.stem[0].conv.weight.mul_(0.5)
     second = cached_inference_model(model, img_size=64)
     assert second is not first
     x = torch.rand(1, 3, 64, 64)

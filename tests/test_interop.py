@@ -16,7 +16,8 @@ import scaledyolo
 from scaledyolo import build_model
 from scaledyolo.errors import UserError
 from scaledyolo.interop.convert import convert, export
-from scaledyolo.interop.darknet import cfg_text, save_weights, spec_from_cfg, weights_bytes
+from scaledyolo.interop.darknet import cfg_text, save_weights, spec_from_cfg, weights_bytes, yolo_layer_indices
+from scaledyolo.interop.official import official_layout, to_our_keys
 from scaledyolo.interop.unpickler import restricted_load
 from scaledyolo.models.spec import ModelSpec
 
@@ -66,7 +67,7 @@ def test_parsed_cfg_is_the_generator_layer_for_layer(name, nc):
     parsed = build_model(spec, num_classes=spec.num_classes)
     assert {k: v.shape for k, v in parsed.state_dict().items()} == {
         k: v.shape for k, v in reference.state_dict().items()}
-    assert parsed.sources == reference.sources and parsed.level_layers == reference.level_layers
+    assert cfg_text(parsed) == cfg_text(reference)
 
 
 @pytest.mark.skipif(not REFERENCE_CFGS.is_dir(), reason="reference darknet cfgs not on this machine")
@@ -87,7 +88,7 @@ def opencv_rows(model, cfg: Path, x: torch.Tensor) -> list[np.ndarray]:
     names = net.getUnconnectedOutLayersNames()
     outs = net.forward(names)
     by_layer = {int(n.rsplit("_", 1)[1]): o for n, o in zip(names, outs)}
-    return [by_layer[i] for i in model.level_layers]
+    return [by_layer[i] for i in yolo_layer_indices(model)]
 
 
 def our_rows(model, out: np.ndarray, size: int) -> list[np.ndarray]:
@@ -230,13 +231,13 @@ def test_official_checkpoint_gives_the_official_outputs(official, tmp_path, memb
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
 
 
-def _train_step_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Train-mode raw maps (batch statistics) and the BN running statistics that forward leaves behind."""
+def _train_step_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """Train-mode raw maps (batch statistics) and the BN running statistics that forward leaves behind, by name."""
     model.train()
     with torch.no_grad():
         maps = model(x)
-    stats = [t.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
-             for t in (m.running_mean, m.running_var)]
+    stats = {f"{name}.{stat}": getattr(m, stat).clone() for name, m in model.named_modules()
+             if isinstance(m, torch.nn.BatchNorm2d) for stat in ("running_mean", "running_var")}
     return maps, stats
 
 
@@ -277,7 +278,11 @@ def test_official_checkpoint_trains_like_the_official_model(official, tmp_path, 
     assert (default_parts - expected_parts).abs().max() > 1e-3
     expected_maps, expected_stats = _train_step_outputs(source.double(), x.double())
     got_maps, got_stats = _train_step_outputs(model.double(), x.double())
-    for got, expected in zip(got_maps + got_stats, expected_maps + expected_stats, strict=True):
+    table, _ = official_layout(model.spec)  # official layer numbers -> our module paths
+    expected_stats = to_our_keys({k.removeprefix("model."): v for k, v in expected_stats.items()}, table, path)
+    assert expected_stats.keys() == got_stats.keys()
+    for got, expected in zip(got_maps + list(got_stats.values()),
+                             expected_maps + [expected_stats[k] for k in got_stats], strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
 
 

@@ -36,7 +36,7 @@ class DetectOnly(nn.Module):
 
     def __init__(self, spec) -> None:
         super().__init__()
-        self.detect = Detect(spec, None)
+        self.detect = Detect(spec)
         self.levels = list(range(spec.num_levels))
         self.anchor_device = nn.Parameter(torch.zeros(1))
 

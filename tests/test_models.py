@@ -182,3 +182,42 @@ def test_fusion_and_the_fast_path_use_each_batchnorms_own_eps():
         fused = copy.deepcopy(model).fuse()(x)
     for out in (fast, fused):
         assert ((out - ref).abs() / (ref.abs() + 1)).max() < 1e-4
+
+
+def test_members_are_built_from_the_papers_blocks():
+    from scaledyolo.models.blocks import (
+        SPPCSP, BottleneckCSP2, CSPDarkStage, CSPOSAStage, CSPPANBlock, CSPStage, DarknetSPPCSP, ResidualStage,
+    )
+
+    with torch.device("meta"):
+        tiny, csp, p5 = (build_model(n) for n in ("yolov4-tiny", "yolov4-csp", "yolov4-p5"))
+    assert [type(getattr(tiny.backbone, f"stage{i}")) for i in (1, 2, 3)] == [CSPOSAStage] * 3
+    assert type(csp.backbone.stage1) is ResidualStage and type(csp.backbone.stage5) is CSPDarkStage
+    assert type(csp.neck.spp) is DarknetSPPCSP and {type(m) for m in csp.neck.bottom_up} == {CSPPANBlock}
+    assert type(p5.backbone.stage3) is CSPStage and type(p5.neck.spp) is SPPCSP
+    assert {type(m) for m in (*p5.neck.top_down, *p5.neck.bottom_up)} == {BottleneckCSP2}
+
+
+def test_yaml_csp_first_stage_is_a_validated_spec_field():
+    from scaledyolo.errors import UserError
+
+    yaml_csp = MEMBERS["yolov4-p5"].replace(name="yolov4-csp-yaml", depths=[1, 2, 8, 8, 4], neck_depth=2,
+                                            first_stage="residual", img_size=640)
+    with torch.device("meta"):
+        model = build_model(yaml_csp)
+    assert type(model.backbone.stage1).__name__ == "ResidualStage" and len(model.backbone.stage1.blocks) == 1
+    with pytest.raises(UserError, match="first_stage"):
+        MEMBERS["yolov4-csp"].replace(first_stage="residual")
+    # a spec saved while the option was the hidden extra key reads as the field
+    old = {**yaml_csp.to_dict(), "first_stage": None, "extra": {"first_stage": "bottleneck"}}
+    assert ModelSpec.from_dict(old) == yaml_csp
+
+
+def test_tiny_subnet_keeps_only_what_its_level_needs():
+    model = build_model("yolov4-tiny", num_classes=2).eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        full = model(x)
+        top = model.subnet([1])
+        torch.testing.assert_close(top(x), full[:, 3 * 8 * 8:])
+    assert isinstance(top.neck.lateral, torch.nn.Identity) and isinstance(top.head.convs[0], torch.nn.Identity)

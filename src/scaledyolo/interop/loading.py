@@ -18,6 +18,7 @@ import torch
 
 from scaledyolo.errors import UserError
 from scaledyolo.geometry import DARKNET_GEOMETRY, OFFICIAL_GEOMETRY
+from scaledyolo.interop.darknet import model_from_cfg  # also registers arch "darknet" for checkpoints of cfgs
 from scaledyolo.models.spec import MEMBERS
 from scaledyolo.models.yolo import YOLO, build_model
 
@@ -52,8 +53,6 @@ def _names_beside(cfg: Path, num_classes: int) -> list[str]:
 
 
 def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
-    from scaledyolo.interop.darknet import model_from_cfg
-
     if weights is None and cfg.with_suffix(".weights").is_file():
         weights = cfg.with_suffix(".weights")
     model = model_from_cfg(cfg, weights)

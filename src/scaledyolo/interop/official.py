@@ -2,9 +2,12 @@
 
 The official train.py pickles `{'epoch', 'best_fitness', 'training_results', 'model', 'optimizer'}`
 with `model` a whole `models.yolo.Model` (often fp16 after strip_optimizer). The file is read with
-the restricted unpickler only, so its classes arrive as inert stand-ins holding their state. Our
-large members are built layer for layer like the official yaml (same indices), so `model.N.*` maps
-to `layers.N.*` and the Detect's `m.*` to `detect.m.*`; anchors come from `anchor_grid` (pixels).
+the restricted unpickler only, so its classes arrive as inert stand-ins holding their state. The
+official model is a numbered layer list (its yaml); ours is named blocks. `official_layout(spec)` is
+the table between them, derived once from the spec the way the official yaml lays out the
+backbone, SPPCSP and CSP-PAN: layer N -> our module path (and the layers N reads), so `model.N.*`
+maps to `PATH.*` (inside a block the official attribute names are ours) and the Detect's `m.L.*` to
+`head.outputs.L.*`; anchors come from `anchor_grid` (pixels).
 BatchNorm eps and momentum come from the file's own BatchNorm layers into the spec, and every
 tensor (running variances included) is taken as stored, so train mode sees the official model too.
 The structure is checked (layer types, their inputs, every tensor's name and shape) before loading.
@@ -12,6 +15,7 @@ The structure is checked (layer types, their inputs, every tensor's name and sha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +26,55 @@ from scaledyolo.interop.unpickler import StandIn, restricted_load
 from scaledyolo.models.spec import MAX_ANCHORS_PER_LEVEL, MAX_STAGES, MAX_WIDTH, MEMBERS, ModelSpec
 from scaledyolo.models.yolo import YOLO, meta_model, state_mismatch
 
-OUR_TYPES = {  # official class -> the class our graph holds at the same index
+OFFICIAL_TYPES = {  # official class -> its short name in `official_layout`
     "models.common.Conv": "Conv", "models.common.Bottleneck": "Bottleneck",
     "models.common.BottleneckCSP": "BottleneckCSP", "models.common.BottleneckCSP2": "BottleneckCSP2",
     "models.common.SPPCSP": "SPPCSP", "models.common.Concat": "Concat",
     "torch.nn.modules.upsampling.Upsample": "Upsample",
 }
 NATIVE_SIZE = {5: 896, 6: 1280, 7: 1536}
+
+
+@dataclass
+class OfficialLayer:
+    """Layer N of the official yaml: its class, our module holding its tensors (None: it has none), the layers it reads."""
+
+    kind: str
+    path: str | None
+    sources: tuple[int, ...]
+
+
+def official_layout(spec: ModelSpec) -> tuple[list[OfficialLayer], list[int]]:
+    """The official yaml's layers for a large-arch spec, and the indices of the layers Detect reads."""
+    layers: list[OfficialLayer] = []
+
+    def add(kind: str, path: str | None, sources: tuple[int, ...] | None = None) -> int:
+        layers.append(OfficialLayer(kind, path, (len(layers) - 1,) if sources is None else sources))
+        return len(layers) - 1
+
+    add("Conv", "backbone.stem")
+    outputs = []
+    for i in range(spec.stages):
+        stage = f"backbone.stage{i + 1}"
+        add("Conv", f"{stage}.down")
+        residual = i == 0 and spec.first_stage == "residual"
+        outputs.append(add("Bottleneck", f"{stage}.blocks.0") if residual else add("BottleneckCSP", f"{stage}.csp"))
+    levels = spec.stages - 2
+    top_down = [add("SPPCSP", "neck.spp")]
+    for i in reversed(range(levels - 1)):
+        add("Conv", f"neck.reduce.{i}")
+        add("Upsample", None)
+        add("Conv", f"neck.lateral.{i}", (outputs[i + 2],))
+        add("Concat", None, (len(layers) - 1, len(layers) - 2))
+        top_down.insert(0, add("BottleneckCSP2", f"neck.top_down.{i}"))
+    heads = []
+    for level in range(levels):
+        if level:
+            add("Conv", f"neck.down.{level - 1}", (len(layers) - 2,))
+            add("Concat", None, (len(layers) - 1, top_down[level]))
+            add("BottleneckCSP2", f"neck.bottom_up.{level - 1}")
+        heads.append(add("Conv", f"head.convs.{level}"))
+    return layers, heads
 
 
 def _unknown(path: str | Path, why: str) -> UserError:
@@ -136,27 +182,47 @@ def spec_from_official(model: StandIn, path: str | Path) -> tuple[ModelSpec, lis
     width = yaml.get("width_multiple")
     if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= MAX_WIDTH:
         raise _unknown(path, f"the model's yaml has no width_multiple in (0, {MAX_WIDTH:g}] (found {width!r:.40})")
-    extra = {"first_stage": "bottleneck"} if blocks and blocks[0].qualname == "models.common.Bottleneck" else {}
+    first_stage = "residual" if blocks and blocks[0].qualname == "models.common.Bottleneck" else None
     stages = len(blocks)
     bn_eps, bn_momentum = _batchnorm_settings(model, path)
-    name = _member_name(stages, depths, neck_depth, float(width), extra) or f"official-{Path(path).stem}"
+    name = _member_name(stages, depths, neck_depth, float(width), first_stage) or f"official-{Path(path).stem}"
     try:
-        spec = ModelSpec(name=name, arch="large", img_size=640 if extra else NATIVE_SIZE.get(stages, 640),
+        spec = ModelSpec(name=name, arch="large", img_size=640 if first_stage else NATIVE_SIZE.get(stages, 640),
                          stages=stages, depths=depths, width=float(width), activation="mish", anchors=anchors,
-                         neck_depth=neck_depth, num_classes=nc, extra=extra, bn_eps=bn_eps, bn_momentum=bn_momentum)
+                         neck_depth=neck_depth, num_classes=nc, bn_eps=bn_eps, bn_momentum=bn_momentum,
+                         first_stage=first_stage)
     except UserError as exc:
         raise _unknown(path, exc.message) from None
     return spec, layers
 
 
-def _member_name(stages: int, depths: list[int], neck_depth: int, width: float, extra: dict) -> str | None:
-    if extra:
+def _member_name(stages: int, depths: list[int], neck_depth: int, width: float, first_stage: str | None) -> str | None:
+    if first_stage:
         return "yolov4-csp-yaml" if (depths, neck_depth, width) == ([1, 2, 8, 8, 4], 2, 1.0) else None
     for name, spec in MEMBERS.items():
         if spec.arch == "large" and (spec.stages, spec.depths, spec.neck_depth, spec.width) == (
                 stages, depths, neck_depth, width):
             return name
     return None
+
+
+def to_our_keys(tensors: dict[str, torch.Tensor], table: list[OfficialLayer],
+                path: str | Path) -> dict[str, torch.Tensor]:
+    """Official `N.rest` names (N a layer number, N = len(table) the Detect) -> our module paths, by the table."""
+    state = {}
+    for key, tensor in tensors.items():
+        index, rest = key.split(".", 1)
+        if int(index) == len(table):
+            if rest in ("anchors", "anchor_grid"):
+                continue
+            if not rest.startswith("m."):
+                raise _unknown(path, f"unexpected Detect tensor {rest!r:.60}")
+            state[f"head.outputs.{rest[2:]}"] = tensor
+        elif table[int(index)].path is None:
+            raise _unknown(path, f"layer {index} ({table[int(index)].kind}) holds a tensor {rest!r:.60}")
+        else:
+            state[f"{table[int(index)].path}.{rest}"] = tensor
+    return state
 
 
 def model_from_official(ckpt: Any, path: str | Path) -> YOLO:
@@ -169,27 +235,19 @@ def model_from_official(ckpt: Any, path: str | Path) -> YOLO:
         raise _unknown(path, exc.message) from None
     except (ValueError, IndexError, KeyError) as exc:
         raise _unknown(path, f"cannot build a model for it ({exc})") from None
+    table, heads = official_layout(spec)
     detect_index = len(layers) - 1
-    if len(model.layers) != detect_index:
-        raise _unknown(path, f"{detect_index} layers before Detect, our {spec.name} has {len(model.layers)}")
-    for i, layer in enumerate(layers[:-1]):
-        ours = type(model.layers[i]).__name__
-        if OUR_TYPES.get(layer.qualname) != ours:
-            raise _unknown(path, f"layer {i} is {layer.qualname}, expected our {ours}")
+    if len(table) != detect_index:
+        raise _unknown(path, f"{detect_index} layers before Detect, our {spec.name} has {len(table)}")
+    for i, (layer, ours) in enumerate(zip(layers[:-1], table)):
+        if OFFICIAL_TYPES.get(layer.qualname) != ours.kind:
+            raise _unknown(path, f"layer {i} is {layer.qualname}, expected {ours.kind}")
         f = layer.state.get("f", -1)
-        if _sources(i, f) != model.sources[i]:
-            raise _unknown(path, f"layer {i} reads {f!r:.60}, expected layers {model.sources[i]}")
-    if _sources(detect_index, layers[-1].state.get("f", [])) != tuple(model.level_layers):
-        raise _unknown(path, f"Detect reads {layers[-1].state.get('f')!r:.60}, expected {model.level_layers}")
-    state = {}
-    for key, tensor in _state_dict(official.state["_modules"]["model"]).items():
-        index, rest = key.split(".", 1)
-        if int(index) == detect_index:
-            if rest in ("anchors", "anchor_grid"):
-                continue
-            state[f"detect.{rest}"] = tensor
-        else:
-            state[f"layers.{key}"] = tensor
+        if _sources(i, f) != ours.sources:
+            raise _unknown(path, f"layer {i} reads {f!r:.60}, expected layers {ours.sources}")
+    if _sources(detect_index, layers[-1].state.get("f", [])) != tuple(heads):
+        raise _unknown(path, f"Detect reads {layers[-1].state.get('f')!r:.60}, expected {heads}")
+    state = to_our_keys(_state_dict(official.state["_modules"]["model"]), table, path)
     state["detect.anchors"] = torch.tensor(spec.anchors).view(model.detect.anchors.shape)
     problem = state_mismatch(model, state)  # before the real model exists: load_state_dict converts fp16 itself
     if problem:

@@ -3,7 +3,9 @@
 FLOPs are 2 x multiply-accumulates of the convolutions (bias adds included, BN counted as folded into
 the convolution, as at inference). CIO (convolutional input/output, from CSPNet/HarDNet) is the sum,
 over convolutions, of the input and output activation sizes: a proxy for DRAM traffic.
-`paper_report` rebuilds the layers of the paper's Section 3 analysis and counts them the same way.
+`paper_report` counts the paper's Section 3 analysis on the block classes the members are built
+from (`Bottleneck`, `BottleneckCSP`, `CSPOSAStage`); only the layer kinds no member uses (ResNet's
+Res and ResX layers) and the un-CSP-ized baselines are defined here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from scaledyolo.errors import UserError
-from scaledyolo.models.layers import Conv
+from scaledyolo.models.blocks import BottleneckCSP, CSPOSAStage
+from scaledyolo.models.layers import Bottleneck, Conv
 from scaledyolo.models.spec import MEMBERS, load_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 
@@ -28,14 +31,14 @@ def _conv_macs(module: nn.Conv2d, out: torch.Tensor) -> int:
 
 
 def profile_convs(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
-    """Run `model(x)` once and record, per convolution: its name, MACs, input and output sizes."""
+    """Run `model(x)` once and record, per convolution: its name, MACs, CIO (input + output sizes), output size."""
     records: list[dict[str, Any]] = []
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             def hook(mod: nn.Conv2d, inputs: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name) -> None:
                 records.append({"name": name, "macs": _conv_macs(mod, out),
-                                "cio": inputs[0].numel() + out.numel()})
+                                "cio": inputs[0].numel() + out.numel(), "out": out.numel()})
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -56,39 +59,53 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 
     return 2 * sum(r["macs"] for r in profile_convs(model, x)) / 1e9
 
 
-def _stage_of(model: YOLO, conv_name: str) -> str:
+def _stage_of(conv_name: str) -> str:
+    """'backbone.stage3.….conv' -> 'stage3' ('stem' likewise; 'darknet' for a cfg's graph), else 'neck' or 'head'."""
     parts = conv_name.split(".")
-    if parts[0] == "layers":
-        return model.stages[int(parts[1])]
-    return "head"
+    if parts[0] == "backbone":
+        return "darknet" if parts[1] == "layers" else parts[1]
+    return parts[0]
+
+
+def _stages(model: YOLO) -> list[tuple[str, nn.Module]]:
+    """(stage name, module) in forward order: the backbone's stages, then the neck and the head."""
+    children = list(model.backbone.named_children())
+    backbone = [("darknet", model.backbone)] if [n for n, _ in children] == ["layers"] else children
+    return backbone + [("neck", model.neck), ("head", model.head)]
+
+
+def _last_tensor(out: Any) -> torch.Tensor:
+    """A stage's output map: the tensor, the pooled output of a (pooled, partial) pair, a pyramid's last level."""
+    if isinstance(out, tuple):
+        return out[0]
+    return out[-1] if isinstance(out, list) else out
 
 
 def stage_table(model: YOLO, img_size: int) -> list[dict[str, Any]]:
-    """Per stage (stem, stage1.., neck, head): params, GFLOPs, output shape, activation memory, CIO."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    hooks = [layer.register_forward_hook(
-        lambda mod, inp, out, i=i: shapes.__setitem__(i, tuple(out.shape))) for i, layer in enumerate(model.layers)]
-    try:  # one forward pass records the convolutions and the layer outputs
+    """Per stage (stem, stage1.., neck, head): params, GFLOPs, output shape, activation memory, CIO.
+
+    Activation memory is what the stage's convolutions write (float32), the bulk of its activations.
+    """
+    stages = _stages(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [module.register_forward_hook(
+        lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(_last_tensor(out).shape)))
+        for name, module in stages]
+    try:  # one forward pass records the convolutions and the stage outputs
         convs = profile_convs(model, torch.zeros(1, 3, img_size, img_size))
     finally:
         for h in hooks:
             h.remove()
-    stages: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
-    for i, stage in enumerate(model.stages):
-        row = stages.setdefault(stage, {"stage": stage, "params": 0, "gflops": 0.0, "output": None,
-                                        "activation_mb": 0.0, "cio_m": 0.0})
-        row["params"] += sum(p.numel() for p in model.layers[i].parameters())
-        if i in shapes:
-            row["output"] = list(shapes[i])
-            row["activation_mb"] += torch.Size(shapes[i]).numel() * 4 / 2**20
-    head = stages.setdefault("head", {"stage": "head", "params": 0, "gflops": 0.0, "output": None,
-                                      "activation_mb": 0.0, "cio_m": 0.0})
-    head["params"] += sum(p.numel() for p in model.detect.parameters())
+    rows: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+    for name, module in stages:
+        rows[name] = {"stage": name, "params": sum(p.numel() for p in module.parameters()), "gflops": 0.0,
+                      "output": list(shapes[name]) if name in shapes else None, "activation_mb": 0.0, "cio_m": 0.0}
     for record in convs:
-        row = stages[_stage_of(model, record["name"])]
+        row = rows[_stage_of(record["name"])]
         row["gflops"] += 2 * record["macs"] / 1e9
         row["cio_m"] += record["cio"] / 1e6
-    return list(stages.values())
+        row["activation_mb"] += record["out"] * 4 / 2**20
+    return list(rows.values())
 
 
 def resolve_model(source: str) -> YOLO:
@@ -149,24 +166,17 @@ class _ResLayer(nn.Module):
         return x + self.body(x)
 
 
-class _DarkLayer(nn.Module):
-    """Darknet residual unit with width c and hidden width `hidden`: 1x1 c->hidden, 3x3 hidden->c."""
-
-    def __init__(self, c: int, hidden: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(Conv(c, hidden, 1), Conv(hidden, c, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 def _layer(kind: str, c: int, b: int) -> nn.Module:
-    """One computational layer of the given kind on c channels; inner widths follow the base width b."""
+    """One computational layer of the given kind on c channels; inner widths follow the base width b.
+
+    Dark is our `Bottleneck`, as the members use it: 1x1 to b/2 and 3x3 back on the full width, 1x1
+    and 3x3 at the same width inside a CSP half.
+    """
     if kind == "Res":
         return _ResLayer(c, b // 4)
     if kind == "ResX":
         return _ResLayer(c, b // 2 if c == b else c, groups=32)
-    return _DarkLayer(c, b // 2 if c == b else c)
+    return Bottleneck(c, c, True, "mish", e=0.5 if c == b else 1.0)
 
 
 class _Plain(nn.Module):
@@ -195,34 +205,22 @@ class _CSPized(nn.Module):
         return self.fuse(torch.cat((self.transition(self.m(part2)), part1), 1))
 
 
-class _OSA(nn.Module):
-    """OSA block (VoVNet): k 3x3 convs of growth g in a chain, all outputs + input concatenated, 1x1 to out."""
+class _OSAStage(nn.Module):
+    """`CSPOSAStage` without its cross-stage split (the OSA baseline it improves on): the two chained
+    3x3 convolutions take the full width, the 1x1 transition aggregates both, the stage input is concatenated."""
 
-    def __init__(self, c_in: int, g: int, k: int, c_out: int) -> None:
+    def __init__(self, b: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(Conv(c_in if i == 0 else g, g, 3) for i in range(k))
-        self.transition = Conv(c_in + k * g, c_out, 1)
+        self.conv = Conv(b, b, 3, act="leaky")
+        self.conv1 = Conv(b, b, 3, act="leaky")
+        self.conv2 = Conv(b, b, 3, act="leaky")
+        self.transition = Conv(2 * b, b, 1, act="leaky")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [x]
-        for conv in self.convs:
-            outs.append(conv(outs[-1]))
-        return self.transition(torch.cat(outs, 1))
-
-
-class _CSPOSA(nn.Module):
-    """CSPOSANet block with PCB (YOLOv4-tiny): OSA on half of the base channels, concat with the other half.
-
-    Same input and output width (b) as the OSA block it is compared with.
-    """
-
-    def __init__(self, b: int, g: int, k: int) -> None:
-        super().__init__()
-        self.osa = _OSA(b // 2, g, k, b // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        part1, part2 = x.chunk(2, 1)
-        return torch.cat((part1, self.osa(part2)), 1)
+        x = self.conv(x)
+        y1 = self.conv1(x)
+        y2 = self.conv2(y1)
+        return torch.cat((x, self.transition(torch.cat((y2, y1), 1))), 1)
 
 
 def _count(module: nn.Module, c: int, size: int) -> tuple[int, int]:
@@ -235,23 +233,25 @@ def paper_report(b: int = 256, size: int = 32, k: int = 16) -> dict[str, Any]:
 
     For each layer kind, FLOPs of k layers with and without CSP-ization, and the per-layer (marginal)
     reduction, which is what the paper's -23.5 % / -46.7 % / -50.0 % are (13/17, 73/137, 1/2 of the
-    original per-layer cost). Then the CIO of an OSA block vs a CSPOSANet (PCB) block with the paper's
-    tiny design: growth g = b/2, k = 3.
+    original per-layer cost); Dark is counted on `BottleneckCSP`, the members' block. Then the CIO of
+    yolov4-tiny's `CSPOSAStage` (two 3x3 convs of growth g = b/2 on the split half) against the same
+    stage without the split.
     """
     paper = {"Res": 23.5, "ResX": 46.7, "Dark": 50.0}
     rows = []
     for kind in ("Res", "ResX", "Dark"):
         plain_k = _count(_Plain(kind, b, k), b, size)[0]
         plain_k1 = _count(_Plain(kind, b, k + 1), b, size)[0]
-        csp_k = _count(_CSPized(kind, b, k), b, size)[0]
-        csp_k1 = _count(_CSPized(kind, b, k + 1), b, size)[0]
+        csp = (lambda n: BottleneckCSP(b, b, n)) if kind == "Dark" else (lambda n: _CSPized(kind, b, n))  # noqa: E731
+        csp_k = _count(csp(k), b, size)[0]
+        csp_k1 = _count(csp(k + 1), b, size)[0]
         per_layer = 100 * (1 - (csp_k1 - csp_k) / (plain_k1 - plain_k))
         rows.append({"layer": kind, "k": k, "gflops_original": 2 * plain_k / 1e9, "gflops_csp": 2 * csp_k / 1e9,
                      "reduction_total_pct": round(100 * (1 - csp_k / plain_k), 1),
                      "reduction_per_layer_pct": round(per_layer, 1), "paper_pct": paper[kind]})
-    g, k_osa = b // 2, 3
-    osa_macs, osa_cio = _count(_OSA(b, g, k_osa, b), b, size)
-    csp_macs, csp_cio = _count(_CSPOSA(b, g, k_osa), b, size)
+    g, k_osa = b // 2, 2
+    osa_macs, osa_cio = _count(_OSAStage(b), b, size)
+    csp_macs, csp_cio = _count(CSPOSAStage(b, b), b, size)
     return {
         "settings": {"b": b, "w": size, "h": size, "k": k},
         "csp_flops": rows,

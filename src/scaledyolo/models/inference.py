@@ -4,10 +4,10 @@
 `model.eval()(x)` (to float rounding); `scaledyolo predict` and `scaledyolo bench` run it by default.
 What it does, and why each step pays on a CPU (measured in `benchmarks/README.md`):
 
-- every BatchNorm is folded into the convolution before it; in the large members' CSP blocks the
-  BN shared by the two concatenated halves is folded backwards into the plain convolution that
-  produces each half (exact), and only the half that comes out of an activation keeps a
-  per-channel affine (the one part that cannot be folded);
+- every BatchNorm is folded (`scaledyolo.models.fusion.fold_batchnorms`, the same folding ONNX
+  export uses): into the convolution before it, and in the large members' CSP blocks the BN shared
+  by the two concatenated halves backwards into the plain convolution that produces each half;
+  only the half that comes out of an activation keeps a per-channel affine;
 - activations are channels_last (NHWC), the layout oneDNN's fastest convolutions read and write;
 - on x86 with oneDNN, each convolution's weights are reordered once into oneDNN's blocked layout
   ("pre-packed"), instead of on every call, and leaky/ReLU/SiLU/sigmoid are fused into the
@@ -39,10 +39,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from scaledyolo.models.layers import SPPCSP, BottleneckCSP, BottleneckCSP2, Conv
-from scaledyolo.models.yolo import YOLO, bn_affine, fuse_conv_bn, scaled_conv
+from scaledyolo.models.blocks import SPPCSP, BottleneckCSP, BottleneckCSP2
+from scaledyolo.models.fusion import ChannelAffine, fold_batchnorms
+from scaledyolo.models.layers import Conv
+from scaledyolo.models.yolo import YOLO
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -142,15 +143,13 @@ class _Affine(nn.Module):
 
 
 class _FastCSP(nn.Module):
-    """BottleneckCSP with its post-concat BN folded into `cv3` and `cv2` and Mish applied per half."""
+    """BottleneckCSP (its post-concat BN already folded into `cv3` and `cv2`) with Mish applied per half."""
 
     def __init__(self, block: BottleneckCSP, make: "_Maker") -> None:
         super().__init__()
-        scale, shift = bn_affine(block.bn)
-        h = block.cv3.out_channels
         self.cv1, self.m, self.cv4 = make(block.cv1), make(block.m), make(block.cv4)
-        self.cv3 = make.conv(scaled_conv(block.cv3, scale[:h], shift[:h]), block.act, block.cv3)
-        self.cv2 = make.conv(scaled_conv(block.cv2, scale[h:], shift[h:]), block.act, block.cv2)
+        self.cv3 = make.conv(block.cv3, block.act)
+        self.cv2 = make.conv(block.cv2, block.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv4(torch.cat((self.cv3(self.m(self.cv1(x))), self.cv2(x)), 1))
@@ -159,15 +158,14 @@ class _FastCSP(nn.Module):
 class _FastCSP2(nn.Module):
     """BottleneckCSP2 / SPPCSP tail: the bypass half's BN is folded, the main half keeps an affine."""
 
-    def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, bn: _BatchNorm, act: nn.Module,
+    def __init__(self, head: nn.Module, main: nn.Module, bypass: nn.Conv2d, affine: ChannelAffine, act: nn.Module,
                  out: nn.Module, make: "_Maker", bypass_from_input: bool) -> None:
         super().__init__()
-        scale, shift = bn_affine(bn)
-        h = bypass.out_channels
+        first = affine.scale.numel() - bypass.out_channels
         self.head, self.main, self.out = make(head), make(main), make(out)
-        self.affine = _Affine(scale[:h], shift[:h], make.dtype)
+        self.affine = _Affine(affine.scale.flatten()[:first], affine.shift.flatten()[:first], make.dtype)
         self.act = copy.deepcopy(act)
-        self.bypass = make.conv(scaled_conv(bypass, scale[h:], shift[h:]), act, bypass)
+        self.bypass = make.conv(bypass, act)
         self.bypass_from_input = bypass_from_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,14 +196,13 @@ class _Maker:
     def __init__(self, dtype: torch.dtype, packed: bool, shapes: dict[int, torch.Size]) -> None:
         self.dtype, self.packed, self.shapes = dtype, packed, shapes
 
-    def conv(self, conv: nn.Conv2d, act: nn.Module, original: nn.Conv2d | None = None) -> FastConv:
-        """`original`: the unfused conv whose input shape was recorded (default: `conv` itself)."""
-        return FastConv(conv, act, self.dtype, self.packed, self.shapes.get(id(original or conv)))
+    def conv(self, conv: nn.Conv2d, act: nn.Module) -> FastConv:
+        return FastConv(conv, act, self.dtype, self.packed, self.shapes.get(id(conv)))
 
     def __call__(self, module: nn.Module) -> nn.Module:
+        """`module` comes from a model whose batch norms are folded (`fold_batchnorms`)."""
         if isinstance(module, Conv):
-            conv = fuse_conv_bn(module.conv, module.bn) if isinstance(module.bn, _BatchNorm) else module.conv
-            return self.conv(conv, module.act, module.conv)
+            return self.conv(module.conv, module.act)
         if isinstance(module, BottleneckCSP):
             return _FastCSP(module, self)
         if isinstance(module, BottleneckCSP2):
@@ -306,15 +303,12 @@ def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", preci
     img_size = img_size or model.spec.img_size
     if device.type == "cpu" and reuse_memory:
         keep_freed_memory()
-    fast = copy.deepcopy(model).cpu().float().eval()
+    fast = fold_batchnorms(copy.deepcopy(model).cpu().float().eval())
     for p in fast.parameters():
         p.requires_grad_(False)
     packed = device.type == "cpu" and not compile and channels_last and _onednn_available()
     maker = _Maker(dtype, packed, _conv_input_shapes(fast, img_size) if packed else {})
-    for i, layer in enumerate(fast.layers):
-        fast.layers[i] = maker(layer)
-    for i, conv in enumerate(fast.detect.m):
-        fast.detect.m[i] = maker.conv(conv, nn.Identity())
+    fast.backbone, fast.neck, fast.head = maker(fast.backbone), maker(fast.neck), maker(fast.head)
     if not packed:
         fast = fast.to(device=device, dtype=dtype)
     if channels_last:

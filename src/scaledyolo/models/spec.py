@@ -20,6 +20,7 @@ from scaledyolo.safe_yaml import read_yaml
 
 ARCHS = ("tiny", "csp", "large", "darknet")
 DECODES = ("darknet", "scaled")
+FIRST_STAGES = (None, "residual")
 # Sane ranges for a spec read from a file (see SECURITY.md): the largest member, P7, has 7 stages, width 1.25,
 # depths up to 15, 1536-pixel inputs and 4 anchors per level; the model's parameter count is bounded separately.
 MAX_IMG_SIZE = 4096
@@ -67,6 +68,10 @@ class ModelSpec:
     decode: 'darknet' (sigmoid * scale_xy offsets, exp sizes) or 'scaled' (2 sigma - 0.5, (2 sigma)^2).
     bn_eps, bn_momentum: every BatchNorm's eps and momentum (PyTorch's meaning); left out (None, or a
     spec saved before they existed) they take the values the architecture implies (`ARCH_BATCHNORM`).
+    first_stage: None (the architecture's own) or, for arch 'large' only, 'residual': a first stage of
+    one plain residual unit instead of a BottleneckCSP, i.e. the official yolov4-csp.yaml, the PyTorch
+    form of yolov4-csp that `scaledyolo.load` reads from official .pt files (the built-in `yolov4-csp`
+    is the darknet cfg's form, arch 'csp').
     """
 
     name: str
@@ -84,8 +89,12 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     bn_eps: float | None = None
     bn_momentum: float | None = None
+    first_stage: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.extra, dict) and self.extra.get("first_stage") == "bottleneck":  # saved before the field
+            self.extra = {k: v for k, v in self.extra.items() if k != "first_stage"}
+            self.first_stage = "residual"
         if self.arch not in ARCHS:
             raise _bad("arch", self.arch, f"is not an architecture ({', '.join(ARCHS)})")
         eps, momentum = ARCH_BATCHNORM.get(self.arch, DARKNET_BATCHNORM)
@@ -203,6 +212,9 @@ def _check_spec(spec: ModelSpec) -> None:
         raise _bad("activation", spec.activation, f"is not an activation ({', '.join(ACTIVATIONS)})")
     if spec.decode not in DECODES:
         raise _bad("decode", spec.decode, f"is not a decoding rule ({', '.join(DECODES)})")
+    if spec.first_stage not in FIRST_STAGES or (spec.first_stage is not None and spec.arch != "large"):
+        raise _bad("first_stage", spec.first_stage, "must be null, or 'residual' for arch large (the official "
+                                                     "yolov4-csp.yaml)")
     _int_in("img_size", spec.img_size, 32, MAX_IMG_SIZE)
     _int_in("stages", spec.stages, 3 if spec.arch in ("csp", "large") else 1, MAX_STAGES)
     _int_in("neck_depth", spec.neck_depth, 0, MAX_DEPTH)

@@ -1,4 +1,5 @@
-"""Assembly of a member: the layer graph, the `Detect` head, inference fusion and once-for-all subnets.
+"""Assembly of a member: backbone, neck and head from its generator, the `Detect` decoding, BN
+folding and once-for-all subnets.
 
 Train-mode forward returns raw maps, one per level, `(B, anchors, H, W, 5 + nc)` before activation.
 Eval-mode forward returns one tensor `(B, N, 5 + nc)`: cx, cy, w, h in input pixels, objectness and
@@ -13,22 +14,22 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from scaledyolo.errors import UserError
-from scaledyolo.models.architectures import ARCHITECTURES
-from scaledyolo.models.graph import Node
-from scaledyolo.models.layers import Conv, set_batchnorm
+from scaledyolo.models.architectures import build_network
+from scaledyolo.models.decode import decode_boxes
+from scaledyolo.models.fusion import fold_batchnorms
+from scaledyolo.models.layers import set_batchnorm
 from scaledyolo.models.spec import ModelSpec, get_spec
 
 
 class Detect(nn.Module):
-    """Per-level output convolutions (large members) and decoding of raw maps into boxes.
+    """Reshapes the head's raw maps per level and decodes them into boxes (`scaledyolo.models.decode`).
 
-    `convs` is empty for the darknet-born members, whose output convolutions are graph layers.
+    It holds the anchors (pixels, a buffer: they travel with the weights) and no parameters.
     """
 
-    def __init__(self, spec: ModelSpec, in_channels: Sequence[int] | None) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.nc = spec.num_classes
         self.no = spec.num_classes + 5
@@ -37,18 +38,15 @@ class Detect(nn.Module):
         self.scale_xy = [spec.level_scale_xy(level) for level in range(spec.num_levels)]
         self.strides = list(spec.strides)
         self.register_buffer("anchors", torch.tensor(spec.anchors, dtype=torch.float32).view(len(spec.anchors), -1, 2))
-        self.m = nn.ModuleList(nn.Conv2d(c, self.na * self.no, 1) for c in (in_channels or ()))
         self._grids: dict[tuple[int, int, int, torch.device, torch.dtype], torch.Tensor] = {}
 
-    def raw(self, features: list[torch.Tensor], levels: Sequence[int]) -> list[torch.Tensor]:
-        """Apply the output convs (if any) and reshape each level to (B, A, H, W, 5 + nc)."""
-        maps = []
-        for level, x in zip(levels, features):
-            if len(self.m):
-                x = self.m[level](x)
+    def raw(self, maps: list[torch.Tensor], levels: Sequence[int]) -> list[torch.Tensor]:
+        """Output-convolution maps `(B, A * (5 + nc), H, W)` -> `(B, A, H, W, 5 + nc)` per level."""
+        out = []
+        for x in maps:
             b, _, h, w = x.shape
-            maps.append(x.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
-        return maps
+            out.append(x.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
+        return out
 
     def _grid(self, level: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         key = (level, h, w, like.device, like.dtype)
@@ -66,16 +64,9 @@ class Detect(nn.Module):
             b, a, h, w, _ = x.shape
             grid = self._grid(level, h, w, x)
             anchor = self.anchors[level].to(x.dtype).view(1, a, 1, 1, 2)
-            stride = self.strides[level]
             y = x.sigmoid()
-            if self.decode_rule == "darknet":
-                scale = self.scale_xy[level]
-                xy = (y[..., :2] * scale - 0.5 * (scale - 1) + grid) * stride
-                wh = torch.exp(x[..., 2:4]) * anchor
-            else:
-                xy = (y[..., :2] * 2.0 - 0.5 + grid) * stride
-                wh = (y[..., 2:4] * 2.0) ** 2 * anchor
-            out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, self.no))
+            xy, wh = decode_boxes(x, anchor, self.decode_rule, self.scale_xy[level], sig=y)
+            out.append(torch.cat(((xy + grid) * self.strides[level], wh, y[..., 4:]), -1).view(b, -1, self.no))
         return torch.cat(out, 1)
 
 
@@ -125,41 +116,20 @@ def state_mismatch(model: nn.Module, state: Any) -> str | None:
 
 
 class YOLO(nn.Module):
-    """A Scaled-YOLOv4 member built from a `ModelSpec`."""
+    """A Scaled-YOLOv4 member built from a `ModelSpec`: `backbone` -> `neck` -> `head` -> `detect`."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         spec.validate()
         check_model_size(spec)
         self.spec = spec
-        builder, level_layers = ARCHITECTURES[spec.arch](spec)
-        self._init_graph(builder.nodes, level_layers)
-        self.detect = Detect(spec, [builder.channels[i] for i in level_layers] if spec.arch == "large" else None)
+        network = build_network(spec)
+        self.backbone, self.neck, self.head = network.backbone, network.neck, network.head
+        self.detect = Detect(spec)
+        self.levels = list(range(spec.num_levels))
         self.names: list[str] = [str(i) for i in range(spec.num_classes)]
         set_batchnorm(self, spec.bn_eps, spec.bn_momentum)
-        self._initialize_biases()
-
-    def _init_graph(self, nodes: list[Node], level_layers: list[int]) -> None:
-        self.layers = nn.ModuleList(n.module for n in nodes)
-        self.sources = [n.sources for n in nodes]
-        self.stages = [n.stage for n in nodes]
-        self.level_layers = list(level_layers)
-        self.levels = list(range(len(level_layers)))
-        self._plan()
-
-    def _plan(self) -> None:
-        """Which layers to run (those the kept levels depend on) and which outputs to keep."""
-        needed: set[int] = set()
-        stack = [self.level_layers[i] for i in self.levels]
-        while stack:
-            i = stack.pop()
-            if i < 0 or i in needed:
-                continue
-            needed.add(i)
-            stack.extend(self.sources[i])
-        self.run_order = sorted(needed)
-        self.keep = {s for i in self.run_order for s in self.sources[i] if s != i - 1} | {
-            self.level_layers[i] for i in self.levels}
+        self._initialize_biases(network.outputs)
 
     @property
     def strides(self) -> list[int]:
@@ -169,9 +139,19 @@ class YOLO(nn.Module):
     def num_classes(self) -> int:
         return self.spec.num_classes
 
-    def _initialize_biases(self) -> None:
+    def stage_paths(self) -> list[str]:
+        """Module paths in forward order: the backbone's stages (a darknet graph's layers), then neck and head.
+
+        The units `--freeze K` counts (the first K are frozen for transfer learning).
+        """
+        backbone = self.backbone
+        layers = getattr(backbone, "layers", None)
+        names = [f"layers.{i}" for i in range(len(layers))] if isinstance(layers, nn.ModuleList) else [
+            name for name, _ in backbone.named_children()]
+        return [f"backbone.{name}" for name in names] + ["neck", "head"]
+
+    def _initialize_biases(self, convs: list[nn.Conv2d]) -> None:
         """Objectness and class priors in the output biases (8 objects per 640 image; p(class) 0.6/nc)."""
-        convs = list(self.detect.m) if len(self.detect.m) else [self.layers[i - 1].conv for i in self.level_layers]
         for conv, stride in zip(convs, self.spec.strides):
             bias = conv.bias.detach().view(self.detect.na, -1)
             bias[:, 4] += math.log(8 / (640 / stride) ** 2)
@@ -179,17 +159,8 @@ class YOLO(nn.Module):
             conv.bias.data.copy_(bias.view(-1))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Run the graph and return the inputs of the kept detection levels."""
-        outputs: dict[int, torch.Tensor] = {-1: x}
-        prev = x
-        for i in self.run_order:
-            src = self.sources[i]
-            inp = (outputs[src[0]] if src[0] != i - 1 else prev) if len(src) == 1 else [
-                outputs[s] if s != i - 1 else prev for s in src]
-            prev = self.layers[i](inp)
-            if i in self.keep:
-                outputs[i] = prev
-        return [outputs[self.level_layers[i]] for i in self.levels]
+        """The output convolutions' maps `(B, A * (5 + nc), H, W)` of the kept detection levels."""
+        return self.head(self.neck(self.backbone(x), self.levels), self.levels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
         maps = self.detect.raw(self.features(x), self.levels)
@@ -198,28 +169,23 @@ class YOLO(nn.Module):
         return self.detect.decode(maps, self.levels)
 
     def fuse(self) -> "YOLO":
-        """Fold every BatchNorm that follows a convolution into it (inference only); returns self."""
-        for module in self.modules():
-            if isinstance(module, Conv) and isinstance(module.bn, _BatchNorm):
-                module.conv = fuse_conv_bn(module.conv, module.bn)
-                module.bn = nn.Identity()
+        """Fold the batch norms into the convolutions (inference only, `scaledyolo.models.fusion`); returns self."""
+        fold_batchnorms(self)
         return self
 
     def subnet(self, levels: Sequence[int] | str) -> "YOLO":
         """A copy that computes only the given detection levels (indices or 'p7-p7-p6'-style names).
 
-        The once-for-all subnets of the paper: the layers the dropped levels alone need are removed,
-        so the output equals the full model's output restricted to the kept levels.
+        The once-for-all subnets of the paper: the modules that only the dropped levels need are
+        removed (found by running the copy once and seeing which modules it calls), so the output
+        equals the full model's output restricted to the kept levels.
         """
         keep = parse_levels(levels, self.spec) if isinstance(levels, str) else sorted(set(int(i) for i in levels))
-        if not keep or any(i < 0 or i >= len(self.level_layers) for i in keep):
-            raise ValueError(f"levels must be within 0..{len(self.level_layers) - 1}, got {keep}")
+        if not keep or any(i < 0 or i >= self.spec.num_levels for i in keep):
+            raise ValueError(f"levels must be within 0..{self.spec.num_levels - 1}, got {keep}")
         sub = copy.deepcopy(self)
         sub.levels = keep
-        sub._plan()
-        unused = set(range(len(sub.layers))) - set(sub.run_order)
-        for i in unused:
-            sub.layers[i] = nn.Identity()
+        _remove_uncalled(sub)
         return sub
 
     def predict(self, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None, **kwargs: Any) -> list:
@@ -227,7 +193,6 @@ class YOLO(nn.Module):
         from scaledyolo.predict import predict
 
         return predict(self, images, conf=conf, iou=iou, img=img, **kwargs)
-
 
 def parse_levels(text: str, spec: ModelSpec) -> list[int]:
     """'p7-p7-p6' (the paper's notation: model, then kept output levels) -> level indices."""
@@ -243,32 +208,33 @@ def parse_levels(text: str, spec: ModelSpec) -> list[int]:
         raise UserError(f"unknown level {exc.args[0]!r} in {text!r}; this model has {', '.join(names)}") from None
 
 
-def bn_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel (scale, shift) an eval-mode batch norm applies, in float32.
-
-    Any `_BatchNorm` (BatchNorm2d, or the SyncBatchNorm a DDP run leaves in its EMA model).
-    """
-    scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    return scale, bn.bias.detach().float() - bn.running_mean.float() * scale
-
-
-def scaled_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """`conv` followed by a per-output-channel affine, as one convolution with a bias.
-
-    Computed in float32, stored in `conv`'s own dtype and device (fusing an fp16/bf16 model keeps it so).
-    """
-    weight = conv.weight.detach()
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(device=weight.device, dtype=weight.dtype)
-    fused.weight.data.copy_(weight.float() * scale.view(-1, 1, 1, 1))
-    bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(shift)
-    fused.bias.data.copy_(bias * scale + shift)
-    return fused
-
-
-def fuse_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
-    """A convolution computing conv followed by (eval-mode) batch norm."""
-    return scaled_conv(conv, *bn_affine(bn))
+def _remove_uncalled(model: YOLO) -> None:
+    """Replace every module with parameters that a forward pass of `model` does not call by nn.Identity."""
+    called: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: called.add(id(mod))) for m in model.modules()]
+    reference = next(model.parameters())
+    size = 2 * model.spec.max_stride
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size, device=reference.device, dtype=reference.dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    used = {""}
+    for name, module in model.named_modules():
+        if id(module) in called:  # a container is used when anything inside it is called
+            parts = name.split(".")
+            used.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    removed: list[str] = []
+    for name, module in list(model.named_modules()):
+        if name in used or any(name.startswith(prefix + ".") for prefix in removed):
+            continue
+        if next(module.parameters(), None) is not None:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, nn.Identity())
+            removed.append(name)
 
 
 def build_model(name_or_spec: str | ModelSpec, num_classes: int | None = None) -> YOLO:

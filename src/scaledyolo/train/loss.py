@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from scaledyolo.hyp import load_hyp
+from scaledyolo.models.decode import decode_boxes
 from scaledyolo.ops.boxes import bbox_iou
 
 BALANCE = {1: [1.0], 2: [4.0, 1.0], 3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.4, 0.1], 5: [4.0, 1.0, 0.5, 0.4, 0.1]}
@@ -86,14 +87,8 @@ class ComputeLoss:
             self.bce_obj = FocalLoss(self.bce_obj, self.hyp["fl_gamma"])
 
     def _decode(self, ps: torch.Tensor, anchors: torch.Tensor, level: int) -> torch.Tensor:
-        """Assigned raw predictions -> boxes (cx, cy offset within the cell, w, h) in grid units."""
-        if self.decode_rule == "darknet":
-            scale = self.detect.scale_xy[level]
-            pxy = ps[:, :2].sigmoid() * scale - 0.5 * (scale - 1.0)
-            pwh = torch.exp(ps[:, 2:4].clamp(max=MAX_EXP)) * anchors
-        else:
-            pxy = ps[:, :2].sigmoid() * 2.0 - 0.5
-            pwh = (ps[:, 2:4].sigmoid() * 2.0) ** 2 * anchors
+        """Assigned raw predictions -> boxes (cx, cy offset within the cell, w, h) in grid units (the head's rule)."""
+        pxy, pwh = decode_boxes(ps, anchors, self.decode_rule, self.detect.scale_xy[level], max_exp=MAX_EXP)
         return torch.cat((pxy, pwh), 1)
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

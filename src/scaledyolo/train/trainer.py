@@ -326,10 +326,10 @@ class _Trainer:
             self.loader, self.dataset = self._train_loader(dict(self.hyp, mosaic=0.0))
 
     def _freeze(self, k: int) -> None:
-        """Freeze the first k graph layers (transfer learning)."""
+        """Freeze the first k stages of the model (`YOLO.stage_paths`; transfer learning)."""
         if k <= 0:
             return
-        prefixes = tuple(f"layers.{i}." for i in range(min(k, len(self.model.layers))))
+        prefixes = tuple(f"{path}." for path in self.model.stage_paths()[:k])
         frozen = 0
         for name, p in self.model.named_parameters():
             if name.startswith(prefixes):
