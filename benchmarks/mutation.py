@@ -44,9 +44,11 @@ MODULES: dict[str, list[str]] = {
                              "tests/test_security.py::test_scaledyolo_load_refuses_and_runs_nothing",
                              "tests/test_security.py::test_disguised_payloads_inside_allowed_types_are_refused",
                              "tests/test_interop.py"],
-    "interop/darknet.py": ["tests/test_interop.py"],
+    "interop/darknet/layout.py": ["tests/test_interop.py"],
+    "interop/darknet/weights.py": ["tests/test_interop.py"],
     "interop/official.py": ["tests/test_interop.py"],
     "models/yolo.py": ["tests/test_loss_reference.py", "tests/test_models.py"],
+    "models/decode.py": ["tests/test_loss_reference.py", "tests/test_models.py"],
 }
 # what the tests import or read
 SUPPORT = ["tests/conftest.py", "tests/official_standins.py", "tests/iou_reference.py", "tests/optional_components.py",

@@ -211,13 +211,13 @@ class _OSAStage(nn.Module):
 
     def __init__(self, b: int) -> None:
         super().__init__()
-        self.conv = Conv(b, b, 3, act="leaky")
+        self.first = Conv(b, b, 3, act="leaky")
         self.conv1 = Conv(b, b, 3, act="leaky")
         self.conv2 = Conv(b, b, 3, act="leaky")
         self.transition = Conv(2 * b, b, 1, act="leaky")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        x = self.first(x)
         y1 = self.conv1(x)
         y2 = self.conv2(y1)
         return torch.cat((x, self.transition(torch.cat((y2, y1), 1))), 1)

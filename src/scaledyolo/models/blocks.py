@@ -32,14 +32,14 @@ class CSPOSAStage(nn.Module):
     def __init__(self, c1: int, c2: int, act: str = "leaky") -> None:
         super().__init__()
         half = c2 // 2
-        self.conv = Conv(c1, c2, 3, 1, act)
+        self.first = Conv(c1, c2, 3, 1, act)
         self.conv1 = Conv(half, half, 3, 1, act)
         self.conv2 = Conv(half, half, 3, 1, act)
         self.transition = Conv(c2, c2, 1, 1, act)
         self.pool = nn.MaxPool2d(2, 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv(x)
+        x = self.first(x)
         _, part = x.chunk(2, 1)
         y1 = self.conv1(part)
         y2 = self.conv2(y1)

@@ -89,7 +89,7 @@ def _tiny(model: "YOLO") -> list[CfgLayer]:
     t.conv("backbone.stem.1")
     partial = -1
     for stage in ("backbone.stage1", "backbone.stage2", "backbone.stage3"):  # CSPOSAStage
-        first = t.conv(f"{stage}.conv")
+        first = t.conv(f"{stage}.first")
         t.route(first, groups=2, group_id=1)
         y1 = t.conv(f"{stage}.conv1")
         y2 = t.conv(f"{stage}.conv2")
