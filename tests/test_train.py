@@ -17,6 +17,8 @@ from scaledyolo.cli import main as cli_main
 from scaledyolo.data.synthetic import make_synthetic_dataset
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.hyp import load_hyp
+from scaledyolo.train import loop as loop_mod
+from scaledyolo.train import resume as resume_mod
 from scaledyolo.train import trainer as trainer_mod
 from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.ema import ModelEMA
@@ -240,18 +242,18 @@ def test_cli_train_writes_run_folder(data_yaml: Path, tmp_path: Path) -> None:
 
 def test_resume_after_interruption_one_row_per_epoch(data_yaml: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    original = trainer_mod._Trainer._end_epoch
+    original = trainer_mod.Trainer.end_epoch
 
     def end_then_die(self, epoch, *args):  # noqa: ANN001
         original(self, epoch, *args)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", end_then_die)
+    monkeypatch.setattr(trainer_mod.Trainer, "end_epoch", end_then_die)
     with pytest.raises(KeyboardInterrupt):
         train("yolov4-tiny", str(data_yaml), img=64, epochs=4, batch=8, device="cpu", project=tmp_path, name="r",
               workers=0, noautoanchor=True)
-    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", original)
+    monkeypatch.setattr(trainer_mod.Trainer, "end_epoch", original)
     run = tmp_path / "r"
     before = _rows(run)
     assert [r["epoch"] for r in before] == ["0", "1"]
@@ -275,7 +277,7 @@ def test_non_finite_loss_skips_then_stops(data_yaml: Path, tmp_path: Path, monke
         loss = sum(p.sum() for p in preds) * float("nan")
         return loss.reshape(1), torch.zeros(4)
 
-    monkeypatch.setattr(trainer_mod, "MAX_BAD_STEPS", 3)
+    monkeypatch.setattr(loop_mod, "MAX_BAD_STEPS", 3)
     monkeypatch.setattr(ComputeLoss, "__call__", nan_loss)
     with caplog.at_level("WARNING", logger="scaledyolo"), pytest.raises(RunError, match="diverged"):
         train("yolov4-tiny", str(data_yaml), img=64, epochs=1, batch=2, device="cpu", project=tmp_path,
@@ -308,14 +310,14 @@ def test_gpu_requests_are_checked_against_the_gpus_there(data_yaml: Path, tmp_pa
 def test_amp_scaler_state_is_saved_and_restored(data_yaml: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """fp16 AMP forced on the CPU (GradScaler runs there): last.pt holds the scaler, resume reloads it."""
-    monkeypatch.setattr(trainer_mod._Trainer, "_precision", lambda self, precision: torch.float16)
-    original = trainer_mod._Trainer._end_epoch
+    monkeypatch.setattr(trainer_mod, "autocast_dtype", lambda precision, device: torch.float16)
+    original = trainer_mod.Trainer.end_epoch
 
     def end_then_stop(self, epoch, *args):  # noqa: ANN001
         original(self, epoch, *args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", end_then_stop)
+    monkeypatch.setattr(trainer_mod.Trainer, "end_epoch", end_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train("yolov4-tiny", str(data_yaml), img=64, epochs=2, batch=4, device="cpu", project=tmp_path, name="amp",
               workers=0, noautoanchor=True, val=False, plots=False)
@@ -323,14 +325,14 @@ def test_amp_scaler_state_is_saved_and_restored(data_yaml: Path, tmp_path: Path,
     # two steps ran: the scale backed off (an fp16 overflow) or the growth tracker counted them
     assert saved["scale"] != 65536.0 or saved["_growth_tracker"] > 0
     restored = {}
-    original_restore = trainer_mod._Trainer._restore
+    original_restore = trainer_mod.Trainer.restore
 
     def restore_and_look(self, ckpt):  # noqa: ANN001
         original_restore(self, ckpt)
         restored.update(self.scaler.state_dict())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_mod._Trainer, "_restore", restore_and_look)
+    monkeypatch.setattr(trainer_mod.Trainer, "restore", restore_and_look)
     with pytest.raises(KeyboardInterrupt):
         train(resume=tmp_path / "amp", workers=0)
     assert restored == saved
@@ -349,9 +351,9 @@ def test_cpu_runs_do_not_pin_memory(data_yaml: Path, tmp_path: Path, monkeypatch
         pins.append(made[0].pin_memory)
         return made
 
-    monkeypatch.setattr(loader, "create_dataloader", spy)
+    monkeypatch.setattr(trainer_mod, "create_dataloader", spy)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as the loader knows
-    monkeypatch.setattr(trainer_mod, "rng_state", lambda: {})  # no real GPU to read RNG states from
+    monkeypatch.setattr(resume_mod, "rng_state", lambda: {})  # no real GPU to read RNG states from
     train("yolov4-tiny", str(data_yaml), img=64, epochs=1, batch=4, device="cpu", project=tmp_path, workers=0,
           noautoanchor=True, plots=False, precision="fp32")
     assert len(pins) == 4 and not any(pins)  # train and val loaders, asked and made without pinning
@@ -400,7 +402,7 @@ def test_weights_alone_give_their_architecture_and_keep_all_but_the_class_layers
     """`train --weights tiny.pt` on a 1-class dataset: tiny (not the CLI's default csp), every tensor
     but the two output convolutions carried over."""
     from scaledyolo.train.checkpoint import save_checkpoint
-    from scaledyolo.train.trainer import build_train_model
+    from scaledyolo.train.building import build_train_model
 
     pretrained = build_model("yolov4-tiny", num_classes=80).eval()
     save_checkpoint(tmp_path / "tiny.pt", pretrained)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from scaledyolo.devices import process_device, select_device
 from scaledyolo.errors import RunError, UserError
+from scaledyolo.logs import LOGGER
 
 TIMEOUT_ENV = "SCALEDYOLO_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3 * 3600
@@ -90,3 +91,31 @@ def run_on_main(work: Callable[[], T], main: bool, world: int) -> T | None:
     if error is not None:
         raise error
     return result
+
+
+def broadcast_flag(flag: bool | None, world: int) -> bool:
+    """Rank 0's `flag` on every rank (e.g. its early-stopping decision, so all ranks stop together)."""
+    if world <= 1:
+        return bool(flag)
+    shared = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.broadcast(shared, 0)
+    return bool(shared.item() > 0)
+
+
+def abort_process_group() -> None:
+    """Leave the process group on an error path without waiting for pending collectives.
+
+    A rank that raises must exit at once: its peers then fail fast (gloo: connection closed; under
+    torchrun the agent stops them) instead of sitting at their next collective until the timeout.
+    `destroy_process_group` may wait on NCCL work in flight, so the abort is preferred where torch has it.
+    """
+    if not dist.is_initialized():
+        return
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    try:
+        if abort is not None:
+            abort()
+        else:
+            dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - already failing: the original error is the one to report
+        LOGGER.debug("process group abort: %s", exc)
