@@ -69,11 +69,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from scaledyolo.train.trainer import train
 
     model = args.model or (None if args.weights else "yolov4-csp")  # None: the architecture of --weights
-    train(model=model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch, device=args.device,
-          project=args.project, name=args.name, hyp=args.hyp, weights=args.weights, resume=args.resume,
-          workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze, seed=args.seed,
-          noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache, val=not args.noval,
-          close_mosaic=args.close_mosaic)
+    options = dict(model=model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch,
+                   device=args.device, project=args.project, name=args.name, hyp=args.hyp, weights=args.weights,
+                   resume=args.resume, workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze,
+                   seed=args.seed, noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache,
+                   val=not args.noval, close_mosaic=args.close_mosaic, patience=args.patience,
+                   optimizer=args.optimizer, single_cls=args.single_cls, lr_schedule=args.lr_schedule,
+                   save_period=args.save_period, exist_ok=args.exist_ok, deterministic=args.deterministic,
+                   rect=args.rect)
+    if args.evolve:
+        from scaledyolo.train.evolve import evolve
+
+        options.pop("resume")
+        evolve(args.evolve, **options)
+    else:
+        train(**options)
     return 0
 
 
@@ -236,10 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="cpu, 0, 0,1 ... (default: first GPU if any, else CPU)")
     p.add_argument("--project", default="runs/train", help="folder of the run folders")
     p.add_argument("--name", default="exp", help="run folder name (never overwritten: exp2, exp3 ...)")
-    p.add_argument("--hyp", default="scratch", help="hyper-parameters: scratch, finetune or a YAML file")
     p.add_argument("--weights", help="initial weights (ours, darknet .cfg/.weights, official .pt); layers are "
                                      "matched by name and shape, so another class count is fine")
-    p.add_argument("--resume", metavar="RUN_DIR|last.pt", help="continue an interrupted run where it stopped")
     p.add_argument("--workers", type=int, default=2, help="data loading worker processes (per process)")
     p.add_argument("--multi-scale", action="store_true", help="vary the image size +-50%% (multiples of the stride)")
     p.add_argument("--freeze", type=int, default=0, help="freeze the first K layers (transfer learning)")
@@ -251,6 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noval", action="store_true", help="skip validation (best.pt is then the latest epoch)")
     p.add_argument("--close-mosaic", type=int, default=10, metavar="N",
                    help="train the last N epochs without mosaic (at most a third of the run; 0: never)")
+    # --- the practitioner's options (issue 15 item 4); cmd_train passes each to train()/evolve()
+    p.add_argument("--hyp", nargs="+", default=["scratch"], metavar="RECIPE|KEY=VALUE",
+                   help="hyper-parameters: scratch, finetune or a YAML file, then KEY=VALUE overrides "
+                        "(--hyp finetune lr0=0.002 mosaic=0.5; --hyp lr0=0.02 overrides scratch)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR|last.pt",
+                   help="continue an interrupted run where it stopped (no path: the latest run under --project)")
+    p.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="stop after N epochs without a better fitness (0.1 mAP50 + 0.9 mAP50-95); 0: never")
+    p.add_argument("--optimizer", default="SGD", choices=["SGD", "Adam", "AdamW"],
+                   help="SGD (nesterov, the recipe) or Adam/AdamW as the official --adam: lr0 as given, "
+                        "momentum as beta1 (lr0 0.001 suits them: --hyp lr0=0.001)")
+    p.add_argument("--single-cls", action="store_true", help="train every object as one class, 'item'")
+    lr = p.add_mutually_exclusive_group()
+    lr.add_argument("--cos-lr", dest="lr_schedule", action="store_const", const="cos",
+                    help="cosine learning-rate decay from lr0 to lr0*lrf (the default)")
+    lr.add_argument("--linear-lr", dest="lr_schedule", action="store_const", const="linear",
+                    help="linear learning-rate decay from lr0 to lr0*lrf")
+    p.set_defaults(lr_schedule="cos")
+    p.add_argument("--save-period", type=int, default=0, metavar="N",
+                   help="also keep weights/epochN.pt every N epochs (0: only last.pt and best.pt)")
+    p.add_argument("--exist-ok", action="store_true", help="write into PROJECT/NAME even if it exists")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic torch kernels: with --seed, repeatable runs (slower)")
+    p.add_argument("--rect", action="store_true",
+                   help="validate each epoch on rectangular batches (default: square, as val scores our checkpoints)")
+    p.add_argument("--evolve", type=int, default=0, metavar="N",
+                   help="evolve the hyper-parameters over N short trainings (--epochs each) as the official "
+                        "code: PROJECT/NAME/evolve.csv, evolve.png, hyp_evolved.yaml")
     handlers["train"] = cmd_train
 
     p = sub.add_parser("demo", help="train yolov4-tiny on synthetic shapes in minutes on a CPU and show it",

@@ -10,7 +10,8 @@ Events, in the order they fire: on_pretrain_routine_start, on_pretrain_routine_e
 on_train_epoch_start, on_train_batch_start, on_train_batch_end, on_train_epoch_end, on_val_start,
 on_val_end, on_model_save, on_fit_epoch_end, on_train_end, teardown (always, also after an error).
 `on_epoch_end` and `on_fit_end` are accepted as other names of on_fit_epoch_end and on_train_end.
-Under torchrun callbacks run on rank 0 only; loggers are callbacks too (`train.loggers`).
+Under torchrun callbacks run on rank 0 only. The run's loggers (`train.loggers`) are callbacks too,
+called before the user's, so a user's on_fit_epoch_end sees this epoch's files written.
 """
 
 from __future__ import annotations
@@ -40,25 +41,26 @@ class Callbacks:
     def __init__(self) -> None:
         self._by_event: dict[str, list[Callback]] = {e: [] for e in EVENTS}
 
-    def add(self, event: str, callback: Callback) -> None:
-        """Call `callback(trainer)` at `event`."""
+    def add(self, event: str, callback: Callback, first: bool = False) -> None:
+        """Call `callback(trainer)` at `event`, after those registered so far (`first`: before them)."""
         if not callable(callback):
             raise TypeError(f"callback for {event} is not callable: {callback!r}")
-        self._by_event[event_name(event)].append(callback)
+        funcs = self._by_event[event_name(event)]
+        funcs.insert(0, callback) if first else funcs.append(callback)
 
-    def add_all(self, source: Mapping[str, Callback | Iterable[Callback]] | object) -> None:
+    def add_all(self, source: Mapping[str, Callback | Iterable[Callback]] | object, first: bool = False) -> None:
         """Register a mapping `{event: function or functions}` or every event-named method of an object."""
         if isinstance(source, Mapping):
             for event, funcs in source.items():
                 for func in (funcs if isinstance(funcs, (list, tuple)) else [funcs]):
-                    self.add(event, func)
+                    self.add(event, func, first)
             return
         found = [e for e in EVENTS + tuple(ALIASES) if callable(getattr(source, e, None))]
         if not found:
             raise TypeError(f"{type(source).__name__} has no method named after a training event "
                             f"({', '.join(EVENTS)})")
         for event in found:
-            self.add(event, getattr(source, event))
+            self.add(event, getattr(source, event), first)
 
     def run(self, event: str, trainer: Any) -> None:
         """Call every callback of `event` with the trainer."""

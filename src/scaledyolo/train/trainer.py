@@ -55,6 +55,13 @@ def _log(message: str, rank: int = 0) -> None:
         tqdm.write(message)
 
 
+def _peer_failed(exc: RuntimeError) -> bool:
+    """Whether `exc` is a collective failing because another process died (DDP's reducer re-raises
+    gloo's "connection closed" as a plain RuntimeError, not as a DistBackendError)."""
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or "closed by peer" in text or "remote worker" in text
+
+
 def _check_options(args: dict[str, Any]) -> None:
     """Every argument a user can get wrong, checked before any data is read."""
     if args["precision"] not in PRECISIONS:
@@ -104,6 +111,8 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
     else:
         if not data:
             raise UserError("train needs --data DATA.yaml (or --resume RUN_DIR)")
+        if isinstance(hyp, (list, tuple)):  # the CLI's words; a lone recipe name is kept as that name
+            hyp = str(hyp[0]) if len(hyp) == 1 and "=" not in str(hyp[0]) else [str(w) for w in hyp]
         args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs),
                     batch=int(batch), device=device, project=str(project), name=str(name),
                     hyp=hyp if isinstance(hyp, (dict, list)) else str(hyp or "scratch"),
@@ -119,8 +128,10 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
     try:
         trainer = Trainer(args, ckpt, run_dir, rank, world, process_device, callbacks or ())
         return trainer.run()
-    except dist.DistBackendError as exc:
-        if world <= 1:
+    except RuntimeError as exc:
+        if world <= 1 or not _peer_failed(exc):
+            if world > 1:
+                abort_process_group()
             raise
         abort_process_group()
         raise RunError("stopped because another process of this run failed (its error is reported above): "
@@ -149,6 +160,8 @@ class Trainer:
         self.args, self.rank, self.world = args, rank, world
         self.main = rank in (-1, 0)
         self.device = device  # this process's own device (init_distributed maps local ranks onto --device)
+        self.start_epoch, self.best_fitness, self.rows = 0, -1.0, []
+        self.epoch, self.metrics, self.saved, self.stop, self.run_dir = 0, {}, [], False, run_dir
         self.callbacks = Callbacks()
         for source in callbacks:
             self.callbacks.add_all(source)
@@ -209,8 +222,6 @@ class Trainer:
         self.loop = EpochLoop(self.model, self.optimizer, self.scaler, self.ema, self.schedule, compute_loss,
                               self.device, world, self.main, dtype, args["multi_scale"], self.gs, self.img, self.fire)
 
-        self.start_epoch, self.best_fitness, self.rows = 0, -1.0, []
-        self.epoch, self.metrics, self.saved, self.stop = 0, {}, [], False
         self.stopper = EarlyStopping(args["patience"] if args["val"] else 0)
         if ckpt is not None:
             self.restore(ckpt)
@@ -286,8 +297,8 @@ class Trainer:
             self.wdir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "args.yaml", yaml.safe_dump(dict(args), sort_keys=False))
             atomic_write_text(self.run_dir / "hyp.yaml", yaml.safe_dump(self.hyp, sort_keys=False))
-            for logger in default_loggers(self.run_dir):
-                self.callbacks.add_all(logger)
+            for logger in reversed(default_loggers(self.run_dir)):  # before the user's callbacks
+                self.callbacks.add_all(logger, first=True)
             _log(f"training {self.model_name} on {len(self.dataset)} images ({len(self.loader)} batches of "
                  f"{self.batch_per_rank} x {self.world} process(es)), img {self.img}, {args['epochs']} epochs, "
                  f"{args['optimizer']}, accumulate {self.schedule.accumulate} (lr x{self.schedule.lr_scale:g}), "
