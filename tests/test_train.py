@@ -23,6 +23,7 @@ from scaledyolo.train import trainer as trainer_mod
 from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loss import ComputeLoss
+from scaledyolo.train.recording import CSV_KEYS
 from scaledyolo.train.schedule import Schedule, accumulation, build_optimizer
 from scaledyolo.train.trainer import train
 
@@ -221,12 +222,14 @@ def test_cli_train_writes_run_folder(data_yaml: Path, tmp_path: Path) -> None:
                      "--workers", "0"])
     assert code == 0
     run = tmp_path / "run"
-    for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "args.yaml",
-                 "train_batch0.jpg"):
+    for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "results.jsonl", "args.yaml",
+                 "train_batch0.jpg", "labels.jpg", "PR_curve.png", "confusion_matrix.png",
+                 "confusion_matrix_normalized.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
         assert (run / name).is_file(), name
     rows = _rows(run)
     assert [r["epoch"] for r in rows] == ["0", "1"] and list(rows[0])[0] == "epoch"
     assert all(math.isfinite(float(r["train/total_loss"])) for r in rows)
+    assert all(float(r["val/total_loss"]) > 0 for r in rows)  # validation losses recorded each epoch
     ckpt = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["names"] == ["circle", "square", "triangle", "star"]
     model = model_from_checkpoint(read_checkpoint(run / "weights" / "best.pt")).eval()
@@ -258,7 +261,7 @@ def test_resume_after_interruption_one_row_per_epoch(data_yaml: Path, tmp_path: 
     before = _rows(run)
     assert [r["epoch"] for r in before] == ["0", "1"]
     with open(run / "results.csv", "a") as f:  # a stale row, as if killed after writing results.csv
-        f.write("2" + ",0" * 13 + "\n")
+        f.write("2" + ",0" * (len(CSV_KEYS) - 1) + "\n")
     saved = read_checkpoint(run / "weights" / "last.pt")
     assert saved["epoch"] == 1
     assert train(resume=run, workers=0) == run

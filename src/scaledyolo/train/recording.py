@@ -17,7 +17,8 @@ from scaledyolo.files import atomic_path
 from scaledyolo.geometry import TRAINED_GEOMETRY
 from scaledyolo.train.checkpoint import save_checkpoint
 
-CSV_KEYS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/total_loss",
+VAL_LOSS_KEYS = ["val/box_loss", "val/obj_loss", "val/cls_loss", "val/total_loss"]  # validate's, with loss_fn
+CSV_KEYS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/total_loss", *VAL_LOSS_KEYS,
             "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "fitness",
             "lr/pg0", "lr/pg1", "lr/pg2", "time_s"]
 
@@ -29,9 +30,11 @@ def fitness(metrics: dict[str, float]) -> float:
 
 def epoch_row(epoch: int, mloss: torch.Tensor, metrics: dict[str, float], lrs: list[float],
               seconds: float) -> dict[str, Any]:
-    """One results.csv row (the CSV_KEYS) from the mean train losses and the validation metrics."""
+    """One results.csv row (the CSV_KEYS) from the mean train losses and the validation metrics
+    (validation losses 0 when there was no validation, like the metrics)."""
     return {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
             "train/cls_loss": float(mloss[2]), "train/total_loss": float(mloss[3]),
+            **{key: float(metrics.get(key, 0.0)) for key in VAL_LOSS_KEYS},
             "metrics/precision": float(metrics.get("precision", 0.0)),
             "metrics/recall": float(metrics.get("recall", 0.0)),
             "metrics/mAP50": float(metrics.get("map50", 0.0)), "metrics/mAP50-95": float(metrics.get("map", 0.0)),

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.errors import RunError, UserError
+from scaledyolo.eval.plots import plot_labels
 from scaledyolo.files import atomic_write_text, plain_name
 from scaledyolo.hyp import load_hyp
 from scaledyolo.logs import LOGGER, summarize_files
@@ -36,6 +37,7 @@ from scaledyolo.models.yolo import YOLO
 from scaledyolo.runs import new_run_dir
 from scaledyolo.train import building
 from scaledyolo.train.callbacks import Callbacks
+from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.distributed import abort_process_group, broadcast_flag, init_distributed, run_on_main
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loggers import default_loggers
@@ -304,6 +306,8 @@ class Trainer:
                  f"{args['optimizer']}, accumulate {self.schedule.accumulate} (lr x{self.schedule.lr_scale:g}), "
                  f"warmup {self.schedule.warmup_iters} iterations, "
                  f"device {self.device}; results to {self.run_dir}")
+            if args["plots"] and self.start_epoch == 0:
+                plot_labels(self.dataset.labels, self.names, self.run_dir / "labels.jpg")
         t_start = time.time()
         try:
             self.fire("on_train_start")
@@ -319,6 +323,7 @@ class Trainer:
                                    self.main, self.world)
                 if broadcast_flag(stop, self.world):
                     break
+            self._final_plots()
             self.fire("on_train_end")
         except torch.cuda.OutOfMemoryError:
             raise RunError(f"CUDA out of memory at --batch {args['batch']} --img {self.img}: "
@@ -340,10 +345,21 @@ class Trainer:
 
         self.fire("on_val_start")
         metrics = validate(self.ema.ema, self.val_loader, self.val_dataset, conf=0.001, iou=0.65, names=self.names,
-                           coco=False, progress=False, gather=self.world > 1)
+                           coco=False, progress=False, gather=self.world > 1, loss_fn=self.loop.compute_loss)
         self.metrics = metrics  # before on_val_end, which reads it
         self.fire("on_val_end")
         return metrics
+
+    def _final_plots(self) -> None:
+        """PR/F1/P/R curves, both confusion matrices and val_batch pictures of best.pt in the run folder
+        (one process only: under torchrun the pictures are left to `val --plots`)."""
+        if not (self.main and self.world == 1 and self.args["plots"] and self.val_loader is not None):
+            return
+        from scaledyolo.eval.validate import validate
+
+        best = model_from_checkpoint(read_checkpoint(self.wdir / "best.pt")).to(self.device).eval()
+        validate(best, self.val_loader, self.val_dataset, conf=0.001, iou=0.65, names=self.names, coco=False,
+                 progress=False, plots_dir=self.run_dir)
 
     def end_epoch(self, epoch: int, mloss: torch.Tensor, metrics: dict[str, float], seconds: float) -> bool:
         """Rank 0: record the epoch, save its weights, run the loggers; True when training should stop."""
