@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import builtins
+import collections
 import functools
 import importlib
 import io
@@ -57,6 +58,9 @@ REVIEWED_STANDINS = {
     "torch.nn.modules.activation.Mish", "torch.nn.modules.activation.LeakyReLU",
 }
 ALLOWED = REVIEWED_DATA | REVIEWED_STORAGES | REVIEWED_DTYPES | REVIEWED_STANDINS
+# where the functions an allowed name may resolve to are defined (the unpickler and the modules split from it)
+UNPICKLER_MODULES = {f"scaledyolo.interop.{name}" for name in (
+    "unpickler", "unpickler_restricted", "unpickler_numpy", "unpickler_standins")}
 
 
 # --------------------------------------------------------------------------- payloads
@@ -223,10 +227,10 @@ def test_exactly_the_allow_list_resolves():
 def test_allow_list_resolves_to_inert_values():
     """What an allowed name yields is ours (rebuilders, stand-ins, storage types) or a plain data type."""
     probe = RestrictedUnpickler(io.BytesIO(b""))
-    plain = {set, frozenset, slice, complex, torch.Size, np.ndarray, unpickler.OrderedDict}
+    plain = {set, frozenset, slice, complex, torch.Size, np.ndarray, collections.OrderedDict}
     for dotted in ALLOWED:
         value = probe.find_class(*dotted.rsplit(".", 1))
-        ours = getattr(value, "__module__", None) == unpickler.__name__
+        ours = getattr(value, "__module__", None) in UNPICKLER_MODULES
         assert value in plain or ours or isinstance(value, (unpickler.StorageType, torch.dtype)) or (
             isinstance(value, type) and issubclass(value, unpickler.StandIn)), dotted
 
