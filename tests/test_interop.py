@@ -211,6 +211,20 @@ def save_official(module, path: Path, member: str, nc: int, half: bool, zip_form
     return model.float().eval()
 
 
+# Our model and the official code compute the same function from the same weights; they differ by float32
+# rounding only. Measured (Intel Xeon, torch 2.13 CPU, random weights, boxes up to 1540 px): boxes 3.1e-4 px,
+# objectness and class probabilities 1.8e-7. Each output gets its own absolute bound.
+BOX_TOLERANCE_PX = 1e-3
+SCORE_TOLERANCE = 1e-5
+
+
+def assert_same_detections(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Eval outputs (B, N, 5 + nc) equal: cx, cy, w, h within BOX_TOLERANCE_PX pixels, scores within SCORE_TOLERANCE."""
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got[..., :4], expected[..., :4], rtol=0, atol=BOX_TOLERANCE_PX)
+    torch.testing.assert_close(got[..., 4:], expected[..., 4:], rtol=0, atol=SCORE_TOLERANCE)
+
+
 @pytest.mark.parametrize("member,nc,half,zip_format,scale", [
     ("p5", 80, False, True, {}),
     ("p6", 7, True, True, {"depth": 0.34, "width": 0.25}),
@@ -228,7 +242,7 @@ def test_official_checkpoint_gives_the_official_outputs(official, tmp_path, memb
     with torch.no_grad():
         expected = source(x)[0]
         got = model(x)
-    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+    assert_same_detections(got, expected)
 
 
 def _train_step_outputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
@@ -296,7 +310,7 @@ def test_official_file_converts_to_our_checkpoint(official, tmp_path):
     model = scaledyolo.load(out)
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x)[0], rtol=1e-3, atol=1e-3)
+        assert_same_detections(model(x), source(x)[0])
 
 
 def test_official_file_of_unknown_structure(official, tmp_path):

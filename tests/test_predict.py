@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 import scaledyolo
+from optional_components import require
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import tta_forward
 from scaledyolo.predict import Results, predict
@@ -300,7 +301,7 @@ def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
     assert cli_main(["val", "--weights", str(best), "--rect", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["geometry"] == "rect"
     assert benchmark(model, runs=1, warmup=0)["img"] == 256
-    onnx = pytest.importorskip("onnx")
+    onnx = require("onnx")
     (path,) = export(str(best), output=tmp_path / "m.onnx")
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 256, 256]

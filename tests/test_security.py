@@ -97,7 +97,20 @@ def test_scaledyolo_load_refuses_and_runs_nothing(tmp_path, kind):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("command", ["convert", "info", "val", "predict", "export", "bench"])
+WEIGHT_COMMANDS = ["convert", "info", "val", "predict", "export", "bench"]
+
+
+def test_every_command_that_reads_weights_is_tested():
+    """A new command taking weights (a `--weights` option, or a model file as its positional like `info MODEL`
+    and `convert SOURCE`) joins WEIGHT_COMMANDS, or this fails: it cannot be left out of the refusal tests."""
+    choices = build_parser()._subparsers._group_actions[0].choices
+    reading = {name for name, sub in choices.items()
+               if any(action.dest in ("model", "source") and not action.option_strings
+                      or "--weights" in action.option_strings for action in sub._actions)}
+    assert reading - {"train"} == set(WEIGHT_COMMANDS), sorted(reading)  # train: test_train_weights_refuses_...
+
+
+@pytest.mark.parametrize("command", WEIGHT_COMMANDS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_command_refuses_and_runs_nothing(tmp_path, tiny_data, kind, command):
     assert command in build_parser()._subparsers._group_actions[0].choices, f"scaledyolo {command} is missing"
