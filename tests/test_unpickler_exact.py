@@ -2,7 +2,8 @@
 
 `test_security_names.py` checks which globals resolve; these check the allowed ones refuse their
 dangerous forms with the message the user reads (bytes with an argument, a tensor over a non-storage or
-past its storage, more than 8 dimensions, a persistent id that is not a storage).
+past its storage, more than 8 dimensions, a persistent id that is not a storage, numpy types that are
+not numbers), and that what is allowed reads back exactly (big-endian arrays, 4-character type codes).
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import pickle
 import re
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 import torch._utils
 
 from scaledyolo.errors import UserError
 from scaledyolo.interop.unpickler import restricted_load
+from scaledyolo.interop.unpickler_numpy import numeric_dtype
 from scaledyolo.interop.unpickler_restricted import RestrictedUnpickler, rebuild_tensor
+from scaledyolo.interop.unpickler_standins import Refused
 
 
 class Reduces:
     """Pickles as `func(*args)`: how a file asks the unpickler to call an allowed global."""
 
-    def __init__(self, func, args: tuple) -> None:
-        self.func, self.args = func, args
+    def __init__(self, func, args: tuple, state: object = None) -> None:
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 def refusal(tmp_path, obj, protocol: int = 2) -> str:
@@ -85,3 +89,38 @@ def test_persistent_ids_other_than_storages_and_module_records_are_refused(pid):
     buffer.seek(0)
     with pytest.raises(Exception, match="a persistent object that is not a tensor storage"):
         RestrictedUnpickler(buffer).load()
+
+
+# ----------------------------------------------------------------------------- numpy: numbers only
+
+
+def test_big_endian_arrays_keep_their_byte_order_and_values(tmp_path):
+    path = tmp_path / "be.pt"
+    path.write_bytes(pickle.dumps(np.array([1.5, -2.25, 1e300], dtype=">f8"), protocol=2))
+    loaded = restricted_load(path)
+    assert loaded.dtype == np.dtype(">f8") and loaded.tolist() == [1.5, -2.25, 1e300]
+
+
+@pytest.mark.parametrize("dtype,shown", [(np.dtype("O"), "'O8'"), (np.dtype("M8[s]"), "'M8'")])
+def test_non_numeric_dtypes_are_refused_by_name(tmp_path, dtype, shown):
+    assert refusal(tmp_path, dtype) == f"refusing to load: it would import numpy.dtype (of {shown}: only numbers are read)"
+
+
+def test_dtype_codes_of_up_to_4_characters_are_read():
+    assert numeric_dtype("=c16") == np.dtype("complex128")  # 4 characters: read
+    with pytest.raises(Refused, match=re.escape("numpy.dtype (of '=c160')")):
+        numeric_dtype("=c160")
+
+
+def test_a_dtype_state_with_a_subarray_is_refused(tmp_path):
+    subarray_state = (3, "<", (np.dtype("f8"), (2,)), None, None, 16, 8, 0)
+    hostile = Reduces(np.dtype, ("f8", False, True), subarray_state)
+    assert refusal(tmp_path, hostile) == ("refusing to load: it would import numpy.dtype "
+                                          "(with a state that is not a plain number type)")
+
+
+def test_a_numpy_scalar_of_something_other_than_bytes_is_refused_by_name(tmp_path):
+    scalar = np.float64(0).__reduce__()[0]  # numpy's own scalar reconstructor, as numpy pickles it
+    hostile = Reduces(scalar, (np.dtype("f8"), "12345678"))
+    assert refusal(tmp_path, hostile) == ("refusing to load: it would import numpy.core.multiarray.scalar "
+                                          "(of a non-numeric type)")

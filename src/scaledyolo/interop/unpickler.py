@@ -82,7 +82,7 @@ def _load_legacy(f: BoundedReader) -> Any:
     Storages come after the pickle, so tensors are rebuilt once the bytes have been read.
     """
     first = RestrictedUnpickler(f).load()
-    if first != LEGACY_MAGIC:
+    if type(first) is not int or first != LEGACY_MAGIC:  # a bare pickle (its object may be an array)
         return first
     RestrictedUnpickler(f).load()  # protocol version
     RestrictedUnpickler(f).load()  # system info (byte order, type sizes)
