@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -124,3 +125,47 @@ def test_a_numpy_scalar_of_something_other_than_bytes_is_refused_by_name(tmp_pat
     hostile = Reduces(scalar, (np.dtype("f8"), "12345678"))
     assert refusal(tmp_path, hostile) == ("refusing to load: it would import numpy.core.multiarray.scalar "
                                           "(of a non-numeric type)")
+
+
+# ----------------------------------------------------------------------------- zip archives
+
+
+def rewrite_pickle(path, old: bytes, new: bytes) -> None:
+    """Replace bytes inside the archive's data.pkl (the rest of the archive kept as it is)."""
+    with zipfile.ZipFile(path) as zf:
+        entries = {info.filename: zf.read(info) for info in zf.infolist()}
+    name = next(n for n in entries if n.endswith("/data.pkl"))
+    assert entries[name].count(old) == 1
+    entries[name] = entries[name].replace(old, new)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for entry, data in entries.items():
+            zf.writestr(entry, data)
+
+
+def test_an_archive_without_its_pickle_is_named_so(tmp_path):
+    path = tmp_path / "nopkl.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data/0", b"\0" * 8)
+    with pytest.raises(UserError) as err:
+        restricted_load(path)
+    assert err.value.message == "damaged or unsupported PyTorch file (no data.pkl in the archive)"
+
+
+@pytest.mark.parametrize("b", [torch.zeros(2, dtype=torch.int32), torch.zeros(3)])
+def test_a_storage_read_as_another_type_or_size_is_refused(tmp_path, b):
+    """Tensor `b` made to point at `a`'s storage (key '0'): a different element type, or more elements
+    than that storage holds, is a damaged file; the same type and size would be a shared storage."""
+    path = tmp_path / "shared.pt"
+    torch.save({"a": torch.zeros(2), "b": b}, path)
+    rewrite_pickle(path, b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000")  # b's storage key '1' -> '0'
+    with pytest.raises(UserError) as err:
+        restricted_load(path)
+    assert err.value.message == "damaged or unsupported PyTorch file (storage 0 does not match its reference)"
+
+
+def test_a_storage_shared_by_two_tensors_loads_once(tmp_path):
+    path = tmp_path / "shared.pt"
+    torch.save({"a": torch.arange(2.0), "b": torch.zeros(2)}, path)
+    rewrite_pickle(path, b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000")
+    loaded = restricted_load(path)
+    assert loaded["a"].tolist() == loaded["b"].tolist() == [0.0, 1.0]
