@@ -21,6 +21,8 @@ import torch._utils
 
 from scaledyolo.errors import UserError
 from scaledyolo.interop.unpickler import restricted_load
+from scaledyolo.interop.unpickler_archive import (MAX_COMPRESSION_RATIO, MAX_LINE, MAX_ZIP_ENTRIES, BoundedReader,
+                                                  TooLarge, check_zip_sizes)
 from scaledyolo.interop.unpickler_numpy import numeric_dtype
 from scaledyolo.interop.unpickler_restricted import RestrictedUnpickler, rebuild_tensor
 from scaledyolo.interop.unpickler_standins import Refused
@@ -169,3 +171,56 @@ def test_a_storage_shared_by_two_tensors_loads_once(tmp_path):
     rewrite_pickle(path, b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000")
     loaded = restricted_load(path)
     assert loaded["a"].tolist() == loaded["b"].tolist() == [0.0, 1.0]
+
+
+# ----------------------------------------------------------------------------- size limits, exactly
+
+
+class FakeInfo:
+    def __init__(self, name: str, file_size: int, compress_size: int) -> None:
+        self.filename, self.file_size, self.compress_size = name, file_size, compress_size
+
+
+class FakeZip:
+    """What check_zip_sizes reads of a zip file: its entry list (sizes as declared)."""
+
+    def __init__(self, infos: list[FakeInfo]) -> None:
+        self.infos = infos
+
+    def infolist(self) -> list[FakeInfo]:
+        return self.infos
+
+
+def test_zip_entry_count_limit_is_exact():
+    entry = FakeInfo("e", 0, 0)
+    check_zip_sizes(FakeZip([entry] * MAX_ZIP_ENTRIES), 1)
+    with pytest.raises(TooLarge, match=f"^the archive has {MAX_ZIP_ENTRIES + 1} entries \\(limit {MAX_ZIP_ENTRIES}\\)$"):
+        check_zip_sizes(FakeZip([entry] * (MAX_ZIP_ENTRIES + 1)), 1)
+
+
+def test_zip_total_expansion_limit_is_exact():
+    archive_bytes = 100
+    at_limit = [FakeInfo(f"e{k}", 100, 100) for k in range(MAX_COMPRESSION_RATIO)]  # 10 x 100 = 1000 bytes
+    check_zip_sizes(FakeZip(at_limit), archive_bytes)
+    with pytest.raises(TooLarge, match=f"^its entries would expand to 1001 bytes from a 100-byte archive"):
+        check_zip_sizes(FakeZip(at_limit + [FakeInfo("one", 1, 1)]), archive_bytes)
+
+
+def bounded(data: bytes, size: int | None = None) -> BoundedReader:
+    return BoundedReader(io.BytesIO(data), len(data) if size is None else size)
+
+
+def test_bounded_reads_stop_at_the_end_and_read_nothing_for_zero():
+    reader = bounded(b"0123456789")
+    assert reader.read(4) == b"0123" and reader.left() == 6
+    assert reader.read(0) == b"" and reader.left() == 6
+    with pytest.raises(ValueError, match="the file ends inside a pickled buffer"):
+        reader.readinto(bytearray(7))
+    assert reader.readinto(bytearray(6)) == 6 and reader.left() == 0
+
+
+def test_bounded_lines_are_at_most_max_line_bytes():
+    line = b"x" * (MAX_LINE + 10) + b"\n"
+    assert len(bounded(line).readline()) == MAX_LINE
+    assert len(bounded(line).readline(MAX_LINE + 5)) == MAX_LINE
+    assert bounded(line).readline(3) == b"xxx"
