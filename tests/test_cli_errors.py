@@ -144,7 +144,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 def test_weights_for_another_class_count_say_how_to_finetune(tmp_path, data_yaml):
     from scaledyolo import build_model
-    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.interop.checkpoint import save_checkpoint
 
     weights = tmp_path / "seven.pt"
     save_checkpoint(weights, build_model("yolov4-tiny", num_classes=7))

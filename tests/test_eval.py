@@ -362,7 +362,7 @@ def raccoon(tmp_path_factory):
     import yaml
 
     from scaledyolo import build_model
-    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.interop.checkpoint import save_checkpoint
 
     src = Path(__file__).parent / "fixtures" / "raccoon"
     root = tmp_path_factory.mktemp("raccoon")

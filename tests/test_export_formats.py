@@ -18,7 +18,7 @@ import torch
 from scaledyolo.calibration import calibration_files, calibration_samples
 from scaledyolo.cli import build_parser
 from scaledyolo.data.augment import letterbox
-from scaledyolo.interop.convert import export
+from scaledyolo.export import export
 from scaledyolo.interop.loading import load_model
 from scaledyolo.interop.onnx_nms import NMSOptions
 from scaledyolo.media import read_image

@@ -35,12 +35,12 @@ from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.image_header import ENV_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS, image_size
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_write_bytes, check_outputs, display_path, plain_name
-from scaledyolo.interop.convert import convert, export
+from scaledyolo.export import convert, export
 from scaledyolo.interop.darknet import cfg_text, export_darknet, save_weights
 from scaledyolo.models.yolo import build_model
 from scaledyolo.predict import run_predict
 from scaledyolo.runs import new_run_dir
-from scaledyolo.train.checkpoint import save_checkpoint
+from scaledyolo.interop.checkpoint import save_checkpoint
 from scaledyolo.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -268,7 +268,7 @@ def _detect_only_official(module, path: Path, grid: torch.Tensor) -> Path:
 
 def _our_checkpoint(path: Path, **spec_changes) -> Path:
     """A scaledyolo checkpoint of yolov4-tiny at 1 class whose spec entry is changed (weights left as they are)."""
-    from scaledyolo.train.checkpoint import make_checkpoint
+    from scaledyolo.interop.checkpoint import make_checkpoint
 
     ckpt = make_checkpoint(scaledyolo.build_model("yolov4-tiny", num_classes=1))
     ckpt["state_dict"] = {"layers.0.conv.weight": torch.zeros(1)}  # a few bytes: the file stays small
@@ -431,7 +431,7 @@ def _cfg_with(tmp_path: Path, name: str, old: str, new: str) -> Path:
 def test_bad_checkpoint_specs_are_one_line(tmp_path, capsys, change, needle):
     path = tmp_path / "bad.pt"
     if change == {"spec": None}:
-        from scaledyolo.train.checkpoint import make_checkpoint
+        from scaledyolo.interop.checkpoint import make_checkpoint
 
         ckpt = make_checkpoint(scaledyolo.build_model("yolov4-tiny", num_classes=1))
         del ckpt["spec"]
@@ -469,7 +469,7 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
     """Every write to the checkpoint's temp file fails with ENOSPC: one line, and nothing is left behind."""
     import errno
 
-    from scaledyolo.train import checkpoint
+    from scaledyolo.interop import checkpoint
 
     class FullDisk(io.FileIO):
         def write(self, data):

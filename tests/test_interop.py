@@ -15,7 +15,7 @@ from optional_components import require
 import scaledyolo
 from scaledyolo import build_model
 from scaledyolo.errors import UserError
-from scaledyolo.interop.convert import convert, export
+from scaledyolo.export import convert, export
 from scaledyolo.interop.darknet import cfg_text, save_weights, spec_from_cfg, weights_bytes, yolo_layer_indices
 from scaledyolo.interop.official import official_layout, to_our_keys
 from scaledyolo.interop.unpickler import restricted_load
@@ -358,7 +358,7 @@ def test_onnx_export_matches_torch_in_onnx_runtime(tmp_path):
     ort = require("onnxruntime")
     model = randomize(build_model("yolov4-tiny", num_classes=3))
     ckpt = tmp_path / "tiny.pt"
-    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.interop.checkpoint import save_checkpoint
 
     save_checkpoint(ckpt, model)
     (path,) = export(ckpt, format="onnx", output=tmp_path / "tiny.onnx", img=256, dynamic=True)
@@ -430,7 +430,7 @@ def test_random_bytes_as_weights(tmp_path):
 
 def test_class_count_mismatch_for_our_checkpoint(tmp_path):
     from scaledyolo.interop.loading import load_model
-    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.interop.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "m.pt", build_model("yolov4-tiny", num_classes=4))
     with pytest.raises(UserError, match="for 4 classes, not 2.*train --weights"):

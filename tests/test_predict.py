@@ -275,9 +275,9 @@ def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
     from scaledyolo.cli import main as cli_main
     from scaledyolo.data.synthetic import make_synthetic_dataset
     from scaledyolo.eval.validate import run_val
-    from scaledyolo.interop.convert import export
+    from scaledyolo.export import export
     from scaledyolo.predict import Predictor
-    from scaledyolo.train.checkpoint import read_checkpoint
+    from scaledyolo.interop.checkpoint import read_checkpoint
     from scaledyolo.train.trainer import train
 
     data = make_synthetic_dataset(tmp_path / "syn", n_train=8, n_val=4, img_size=96, seed=1)

@@ -112,7 +112,7 @@ def test_cli_predict_defaults_find_every_confident_darknet_box(reference, tmp_pa
 
 
 def test_converted_checkpoint_keeps_the_darknet_geometry(reference, tmp_path: Path) -> None:
-    from scaledyolo.interop.convert import convert
+    from scaledyolo.export import convert
 
     model = scaledyolo.load(convert(CFG, output=tmp_path / "tiny.pt"))
     assert model.geometry == "square" and model.spec.img_size == 416

@@ -20,7 +20,7 @@ from scaledyolo.hyp import load_hyp
 from scaledyolo.train import loop as loop_mod
 from scaledyolo.train import resume as resume_mod
 from scaledyolo.train import trainer as trainer_mod
-from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
+from scaledyolo.interop.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loss import ComputeLoss
 from scaledyolo.train.recording import CSV_KEYS
@@ -404,7 +404,7 @@ def test_kill_9_then_resume_finishes_every_epoch(data_yaml: Path, tmp_path: Path
 def test_weights_alone_give_their_architecture_and_keep_all_but_the_class_layers(tmp_path: Path) -> None:
     """`train --weights tiny.pt` on a 1-class dataset: tiny (not the CLI's default csp), every tensor
     but the two output convolutions carried over."""
-    from scaledyolo.train.checkpoint import save_checkpoint
+    from scaledyolo.interop.checkpoint import save_checkpoint
     from scaledyolo.train.building import build_train_model
 
     pretrained = build_model("yolov4-tiny", num_classes=80).eval()

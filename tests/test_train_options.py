@@ -30,7 +30,7 @@ from scaledyolo.hyp import load_hyp
 from scaledyolo.train import evolve as evolve_mod
 from scaledyolo.train import trainer as trainer_mod
 from scaledyolo.train.callbacks import EVENTS, Callbacks
-from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
+from scaledyolo.interop.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.loggers import TensorBoardLogger
 from scaledyolo.train.schedule import Schedule, build_optimizer
 from scaledyolo.train.trainer import train

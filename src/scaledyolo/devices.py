@@ -1,4 +1,4 @@
-"""Device selection with clear errors: 'cpu', 'cuda', '0', '0,1' -> torch.device.
+"""Device selection with clear errors ('cpu', 'cuda', '0', '0,1' -> torch.device), and the precision vocabulary.
 
 `select_device` serves one process; `process_device` gives each process of a torchrun job its own
 device out of the user's `--device` list (local rank i -> the i-th listed GPU), or a one-line error
@@ -12,6 +12,23 @@ import torch
 from scaledyolo.errors import UserError
 
 DEVICE_HELP = "expected cpu, cuda, a GPU index like 0, or a list like 0,1"
+
+# The one precision vocabulary (inference, bench, export, train and the CLI's --precision choices).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Training adds "auto": fp16 mixed precision on CUDA, fp32 on the CPU.
+TRAIN_PRECISIONS = ("auto", *PRECISIONS)
+
+
+def check_precision(precision: str, device: str | torch.device | None = None,
+                    choices: tuple[str, ...] | dict = PRECISIONS) -> str:
+    """`precision` when it is one of `choices` and `device` can run it, else a one-line UserError.
+
+    fp16 needs a GPU (the CPU kernels are slow or missing); bf16 runs on both."""
+    if precision not in choices:
+        raise UserError(f"--precision must be one of {', '.join(choices)}, got {precision!r}")
+    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
+        raise UserError("--precision fp16 needs a GPU; on the CPU use bf16 (--half means bf16 there) or fp32")
+    return precision
 
 
 def _cuda_ids(device: str | int | None) -> list[int] | None:

@@ -9,19 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from scaledyolo.errors import UserError
-from scaledyolo.safe_yaml import read_yaml
+from scaledyolo.safe_yaml import read_yaml_mapping
 
 CFG_DIR = Path(__file__).parent / "cfg"
 BUILTIN = {"scratch": CFG_DIR / "hyp.scratch.yaml", "finetune": CFG_DIR / "hyp.finetune.yaml"}
 
 
 def _read(path: Path) -> dict[str, Any]:
-    data = read_yaml(path, "hyper-parameter file")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError("expected a mapping of hyper-parameter names to numbers", path)
-    return data
+    return read_yaml_mapping(path, "hyper-parameter file", "expected a mapping of hyper-parameter names to numbers",
+                             empty=True)
 
 
 def _unknown(keys: Sequence[str], known: Sequence[str]) -> str:

@@ -80,3 +80,16 @@ def read_yaml(path: str | Path, kind: str = "YAML file") -> Any:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
     except RecursionError:
         raise UserError("not valid YAML (nested too deeply)", path) from None
+
+
+def read_yaml_mapping(path: str | Path, kind: str, expected: str, empty: bool = False) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (data, hyper-parameter and spec YAML all do): its dict, or a
+    one-line UserError naming the file; `expected` says what the mapping should hold. `empty`: an empty
+    file is an empty mapping (hyper-parameter overrides) instead of an error."""
+    data = read_yaml(path, kind)
+    if data is None and empty:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(expected, path)
+    return data
+

@@ -17,7 +17,7 @@ from typing import Any
 
 from scaledyolo.data import formats
 from scaledyolo.errors import UserError
-from scaledyolo.safe_yaml import read_yaml
+from scaledyolo.safe_yaml import read_yaml_mapping
 
 SPLITS = ("train", "val", "test")
 
@@ -107,9 +107,7 @@ def _split(name: str, value: Any, root: Path, file: Path) -> SplitSpec:
 def load_data_config(path: str | Path) -> DataConfig:
     """Parse and check a data YAML; every problem is a one-line `UserError` naming the file."""
     file = Path(path).expanduser()
-    raw = read_yaml(file, "data YAML")
-    if not isinstance(raw, dict):
-        raise UserError("expected a mapping with path, train, val and names", file)
+    raw = read_yaml_mapping(file, "data YAML", "expected a mapping with path, train, val and names")
     if not isinstance(raw.get("path") or ".", (str, Path)):
         raise UserError(f"path: expected a folder, got {raw['path']!r}", file)
     given = Path(raw.get("path") or ".").expanduser()

@@ -19,21 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scaledyolo.classes import COCO80_NAMES
 from scaledyolo.ops.boxes import xywh2xyxy
 
-# The 80 COCO detection classes in the order every YOLO release uses, and their ids in the 91-id
-# numbering of the COCO annotation files (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are unused).
-COCO80_NAMES = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-]
+# The ids of COCO80_NAMES in the 91-id numbering of the COCO annotation files (ids 12, 26, 29, 30, 45, 66, 68,
+# 69, 71, 83 are unused).
 COCO80_TO_91 = [
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
     35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,

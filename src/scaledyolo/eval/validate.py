@@ -2,7 +2,7 @@
 
 `validate` serves two callers. The trainer calls it every epoch with `coco=False`: our own matcher
 (`scaledyolo.eval.metrics`), which follows pycocotools' rules, gives map/map50/map75 quickly. The
-`scaledyolo val` command (`run_val`) uses `coco=True`: the headline figures, per-class AP and AP by
+`scaledyolo val` command and `Detector.val` (`run_val`) use `coco=True`: the headline figures, per-class AP and AP by
 object size come from pycocotools on exactly the results list `--save-json` writes.
 """
 
@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from scaledyolo.data.dataset import load_data_config
+from scaledyolo.data.loader import create_dataloader
 from scaledyolo.devices import select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
@@ -27,7 +29,10 @@ from scaledyolo.eval.tta import model_output, tta_forward
 from scaledyolo.eval.val_plots import PLOT_BATCHES, write_val_plots
 from scaledyolo.files import check_outputs, write_json
 from scaledyolo.geometry import model_geometry
+from scaledyolo.interop.loading import load_model
 from scaledyolo.logs import summarize_files
+from scaledyolo.models.spec import round_img_size
+from scaledyolo.models.yolo import YOLO
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import non_max_suppression
 
@@ -240,35 +245,41 @@ def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: Any = np.
     return np.concatenate(parts, 0) if parts else np.zeros(empty_shape, dtype=dtype)
 
 
-def load_for_val(weights: str, names: Sequence[str] | None, device: torch.device) -> torch.nn.Module:
-    """A member name (random initialisation, for speed checks) or a weights file `scaledyolo.load` reads,
-    for the data YAML's classes (whose names it takes; `names` None: the data YAML is not read yet)."""
-    from scaledyolo.interop.loading import load_model
-
-    model = load_model(weights, device=device, num_classes=None if names is None else len(names))
+def load_for_val(weights: str | Path | YOLO, names: Sequence[str] | None, device: torch.device) -> YOLO:
+    """A member name (random initialisation, for speed checks), a weights file `scaledyolo.load` reads or a
+    loaded model (`Detector.val`), for the data YAML's classes (whose names it takes; `names` None: the
+    data YAML is not read yet)."""
+    if isinstance(weights, YOLO):
+        if names is not None and weights.num_classes != len(names):
+            raise UserError(f"the model is for {weights.num_classes} classes, the data YAML names {len(names)}")
+        model = weights.to(device)
+    else:
+        model = load_model(weights, device=device, num_classes=None if names is None else len(names))
     if names is not None:
         model.names = list(names)
     return model
 
 
-def stored_data_yaml(model: torch.nn.Module, weights: str) -> str:
+def stored_data_yaml(model: torch.nn.Module, weights: str | Path | YOLO) -> str:
     """The data YAML a checkpoint was trained on (for `val` without `--data`), or a UserError saying why not."""
     data = getattr(model, "data_yaml", None)
+    source = None if isinstance(weights, YOLO) else weights
     if data is None:
         raise UserError("val needs --data DATA.yaml: these weights do not record the data they were trained on",
-                        weights)
+                        source)
     if not Path(data).is_file():
         raise UserError(f"val needs --data DATA.yaml: the data YAML these weights were trained on ({data}) is "
-                        "not there any more", weights)
+                        "not there any more", source)
     return data
 
 
-def run_val(weights: str, data: str | Path | None = None, img: int | None = None, batch: int = 32,
+def run_val(weights: str | Path | YOLO, data: str | Path | None = None, img: int | None = None, batch: int = 32,
             conf: float = 0.001, iou: float = 0.65, split: str = "val", save_json: str | Path | None = None,
             tta: bool = False, subnet: str | None = None, plots: str | Path | None = None,
             device: str | None = None, workers: int = 0, half: bool | None = None, progress: bool = True,
             verbose: bool = False, geometry: str | None = None) -> dict[str, Any]:
-    """`scaledyolo val`: load the model and the split, validate with pycocotools' headline figures.
+    """`scaledyolo val` and `Detector.val`: load the model (unless given one) and the split, validate with
+    pycocotools' headline figures.
 
     `data` None: the data YAML our checkpoint was trained on; `img` None: the size it was trained
     at (other weights: the member's native size). `geometry` "rect": letterboxed rectangular batches
@@ -276,10 +287,6 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
     infers; default: what the weights recorded. `half` defaults to fp16 autocast on CUDA. The result
     is `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`.
     """
-    from scaledyolo.data.dataset import load_data_config
-    from scaledyolo.data.loader import create_dataloader
-    from scaledyolo.models.spec import round_img_size
-
     dev = select_device(device)
     if data is None:
         model = load_for_val(weights, None, dev)
@@ -295,7 +302,7 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
         cfg.split(split)  # a missing split fails here, before the model is loaded
         model = load_for_val(weights, cfg.names, dev)
     if save_json:
-        check_outputs([save_json], [weights, data])
+        check_outputs([save_json], [data] if isinstance(weights, YOLO) else [weights, data])
     geometry = model_geometry(model, geometry)
     if subnet:
         model = model.subnet(subnet)
@@ -306,33 +313,9 @@ def run_val(weights: str, data: str | Path | None = None, img: int | None = None
     result = validate(model, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
                       save_json=save_json, coco=True, half=dev.type == "cuda" if half is None else half,
                       category_ids=cfg.category_ids, progress=progress, verbose=verbose)
-    result.update({"names": list(cfg.names), "weights": str(weights), "data": str(data), "split": split,
+    result.update({"names": list(cfg.names), "weights": weights.spec.name if isinstance(weights, YOLO) else str(weights),
+                   "data": str(data), "split": split,
                    "img": img_size, "geometry": geometry,
                    "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
     summarize_files("val", result["problems"], dataset.warned)
     return result
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The human-readable report: all/per-class images, labels, P, R, mAP50, mAP50-95; AP by size; speed."""
-    head = f"{'Class':>20}{'Images':>10}{'Labels':>10}{'P':>10}{'R':>10}{'mAP50':>10}{'mAP50-95':>10}"
-    lines = [head, f"{'all':>20}{result['images']:>10}{result['labels']:>10}{result['precision']:>10.3f}"
-                   f"{result['recall']:>10.3f}{result['map50']:>10.3f}{result['map']:>10.3f}"]
-    for row in result["per_class"]:
-        if row["labels"]:
-            lines.append(f"{row['name'][:20]:>20}{row['images']:>10}{row['labels']:>10}{row['precision']:>10.3f}"
-                         f"{row['recall']:>10.3f}{row['ap50']:>10.3f}{row['ap']:>10.3f}")
-    lines.append(f"mAP75 {result['map75']:.3f}")
-    if result.get("map_small") is not None:
-        lines.append(f"AP small {result['map_small']:.3f}   AP medium {result['map_medium']:.3f}   "
-                     f"AP large {result['map_large']:.3f}   (pycocotools, IoU 0.50:0.95)")
-    s = result["speed"]
-    lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
-                 f"per image at {result.get('img', '?')} px {result.get('geometry', '')}".rstrip())
-    return "\n".join(lines)
-
-
-def json_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What `val --json` prints: every figure (0-1 floats), without the raw predictions."""
-    skip = {"predictions", "image_ids", "confusion_matrix"}
-    return {k: v for k, v in result.items() if k not in skip}

@@ -1,4 +1,5 @@
-"""`load_model`: the one entry point that reads weights, whatever their format.
+"""`load_model`: the one entry point that reads weights, whatever their format; `resolve_model`: the one
+rule for what a "model" argument means (a member name, a spec YAML or a weights file).
 
 Every command that reads a weights file goes through here, so each format is read the safe way:
 our checkpoints with `torch.load(weights_only=True)`, official Scaled-YOLOv4 `.pt` files and any other
@@ -16,10 +17,14 @@ from pathlib import Path
 
 import torch
 
+from scaledyolo.classes import default_names
 from scaledyolo.errors import UserError
 from scaledyolo.geometry import DARKNET_GEOMETRY, OFFICIAL_GEOMETRY
+from scaledyolo.interop.checkpoint import is_our_checkpoint, model_from_checkpoint, read_checkpoint
 from scaledyolo.interop.darknet import model_from_cfg  # also registers arch "darknet" for checkpoints of cfgs
-from scaledyolo.models.spec import MEMBERS
+from scaledyolo.interop.official import load_official
+from scaledyolo.interop.unpickler import torch_file_kind
+from scaledyolo.models.spec import MEMBERS, resolve_spec
 from scaledyolo.models.yolo import YOLO, build_model
 
 LOGGER = logging.getLogger("scaledyolo")
@@ -30,15 +35,6 @@ def random_weights_notice(name: str) -> str:
     return (f"'{name}' is a model name, not a weights file: its weights are RANDOM (detections mean nothing). "
             f"Released weights: `scaledyolo weights` lists them and where they are published; darknet files "
             f"convert with `scaledyolo convert NAME.cfg NAME.weights -o NAME.pt`, official .pt files load as they are")
-
-
-def default_names(num_classes: int) -> list[str]:
-    """COCO's names for 80-class models (what official and darknet weights are trained on), else indices."""
-    if num_classes == 80:
-        from scaledyolo.eval.coco import COCO80_NAMES
-
-        return list(COCO80_NAMES)
-    return [str(i) for i in range(num_classes)]
 
 
 def _names_beside(cfg: Path, num_classes: int) -> list[str]:
@@ -63,15 +59,11 @@ def _load_darknet(cfg: Path, weights: str | Path | None) -> YOLO:
 
 def _looks_like_torch(path: Path) -> bool:
     """A torch zip archive (even a damaged one) or a pickle stream."""
-    from scaledyolo.interop.unpickler import torch_file_kind
-
     with open(path, "rb") as f:
         return torch_file_kind(f.read(2)) is not None
 
 
 def _load_file(path: Path, weights: str | Path | None) -> YOLO:
-    from scaledyolo.train.checkpoint import is_our_checkpoint, model_from_checkpoint, read_checkpoint
-
     suffix = path.suffix.lower()
     if suffix == ".cfg":
         return _load_darknet(path, weights)
@@ -83,8 +75,6 @@ def _load_file(path: Path, weights: str | Path | None) -> YOLO:
     if is_our_checkpoint(path):
         return model_from_checkpoint(read_checkpoint(path), path=path)
     if _looks_like_torch(path):
-        from scaledyolo.interop.official import load_official
-
         model = load_official(path)
         model.names = default_names(model.num_classes)
         model.geometry = OFFICIAL_GEOMETRY
@@ -122,3 +112,22 @@ def load_model(path: str | Path, weights: str | Path | None = None, device: str 
     except (RuntimeError, AssertionError, ValueError) as exc:
         raise UserError(f"cannot use device {device!r}: {str(exc).splitlines()[0][:200]}") from None
     return model.eval()
+
+
+def resolve_model(source: str | Path | YOLO, num_classes: int | None = None, device: str | torch.device = "cpu"
+                  ) -> YOLO:
+    """What every model argument means (`info MODEL`, `bench --model/--weights`, `Detector(...)`): a member
+    name or a spec YAML builds that architecture with random weights (what measuring a model needs, so
+    nothing is said), anything else is a weights file `load_model` reads; a YOLO is taken as it is.
+
+    Returns an eval-mode model on `device`; `num_classes` builds a name or spec for that many classes
+    (and must match a weights file's count)."""
+    if isinstance(source, YOLO):
+        return source.to(device).eval()
+    spec = resolve_spec(source)
+    if spec is None:
+        return load_model(source, device=device, num_classes=num_classes)
+    model = build_model(spec, num_classes=num_classes)
+    if str(source).lower() in MEMBERS:  # a member is COCO's architecture: its names, as load_model gives them
+        model.names = default_names(model.num_classes)
+    return model.to(device).eval()

@@ -11,7 +11,6 @@ Res and ResX layers) and the un-CSP-ized baselines are defined here.
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn as nn
 from scaledyolo.errors import UserError
 from scaledyolo.models.blocks import BottleneckCSP, CSPOSAStage
 from scaledyolo.models.layers import Bottleneck, Conv
-from scaledyolo.models.spec import MEMBERS, load_spec, round_img_size
+from scaledyolo.models.spec import MEMBERS, resolve_spec, round_img_size
 from scaledyolo.models.yolo import YOLO, build_model
 
 
@@ -108,23 +107,15 @@ def stage_table(model: YOLO, img_size: int) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def resolve_model(source: str) -> YOLO:
-    """A member name, a spec YAML or any weights file `scaledyolo.load` reads -> model."""
-    if source.lower() in MEMBERS:
-        return build_model(source)
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        return build_model(load_spec(path))
-    if not path.exists():
-        raise UserError(f"not a model name ({', '.join(MEMBERS)}) nor an existing file", path)
-    import scaledyolo
-
-    return scaledyolo.load(path)
-
-
 def model_report(source: str | YOLO, img_size: int | None = None) -> dict[str, Any]:
     """Parameters, GFLOPs, per-stage table and CIO of a model at `img_size` (default: its native size)."""
-    model = source if isinstance(source, YOLO) else resolve_model(source)
+    if isinstance(source, YOLO):
+        model = source
+    else:  # weights files are read a floor up (scaledyolo.interop.loading.resolve_model)
+        spec = resolve_spec(source)
+        if spec is None:
+            raise UserError(f"not a model name ({', '.join(MEMBERS)}) nor a spec YAML", source)
+        model = build_model(spec)
     size = round_img_size(img_size or model.spec.img_size, model.spec.max_stride)
     stages = stage_table(model, size)
     return {

@@ -40,12 +40,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaledyolo.devices import PRECISIONS, check_precision
+from scaledyolo.errors import RunError
 from scaledyolo.models.blocks import SPPCSP, BottleneckCSP, BottleneckCSP2
 from scaledyolo.models.fusion import ChannelAffine, fold_batchnorms
 from scaledyolo.models.layers import Conv
 from scaledyolo.models.yolo import YOLO
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def fast_mish(x: torch.Tensor) -> torch.Tensor:
@@ -292,14 +293,8 @@ def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", preci
     `precision`: "fp32" (exact, the default), "bf16" (CPU/GPU) or "fp16" (GPU only).
     `reuse_memory`: on the CPU, call `keep_freed_memory()` (process-wide; see there).
     """
-    from scaledyolo.errors import UserError
-
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
-    dtype = PRECISIONS[precision]
-    if dtype == torch.float16 and device.type == "cpu":
-        raise UserError("fp16 inference needs a GPU; on CPU use --precision bf16 or fp32")
+    dtype = PRECISIONS[check_precision(precision, device)]
     img_size = img_size or model.spec.img_size
     if device.type == "cpu" and reuse_memory:
         keep_freed_memory()
@@ -346,9 +341,8 @@ def cached_inference_model(model: YOLO, device: str | torch.device = "cpu",
 
 def _compile(wrapper: InferenceModel, device: torch.device, img_size: int | tuple[int, int]) -> None:
     """torch.compile the network with inductor's weight freezing, compiling now at `img_size`."""
-    import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config  # heavy, and only --compile needs it
 
-    from scaledyolo.errors import RunError
 
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     compiled = torch.compile(wrapper.network, dynamic=False)

@@ -16,7 +16,7 @@ from typing import Any
 from scaledyolo.errors import UserError
 from scaledyolo.logs import LOGGER
 from scaledyolo.models.layers import ACTIVATIONS
-from scaledyolo.safe_yaml import read_yaml
+from scaledyolo.safe_yaml import read_yaml_mapping
 
 ARCHS = ("tiny", "csp", "large", "darknet")
 DECODES = ("darknet", "scaled")
@@ -277,13 +277,23 @@ MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width
 def load_spec(path: str | Path) -> ModelSpec:
     """A `ModelSpec` from a YAML mapping of its fields (`--model my.yaml`); every problem names the file."""
     path = Path(path)
-    data = read_yaml(path, "model spec file")
-    if not isinstance(data, dict):
-        raise UserError("a model spec YAML must be a mapping of ModelSpec fields", path)
+    data = read_yaml_mapping(path, "model spec file", "a model spec YAML must be a mapping of ModelSpec fields")
     try:
         return ModelSpec.from_dict(data)
     except UserError as exc:
         raise UserError(exc.message, path) from None
+
+
+def resolve_spec(source: str | Path) -> ModelSpec | None:
+    """The spec a member name or a spec YAML (.yaml/.yml) names; None for anything else (a weights file,
+    which only `scaledyolo.interop.loading.resolve_model` reads). The first half of the one
+    "member name, spec YAML or weights file" rule every command follows."""
+    text = str(source)
+    if text.lower() in MEMBERS:
+        return get_spec(text)
+    if Path(text).suffix.lower() in (".yaml", ".yml"):
+        return load_spec(text)
+    return None
 
 
 def round_img_size(size: int, stride: int) -> int:

@@ -10,7 +10,8 @@ import numpy as np
 import torch.nn as nn
 
 from scaledyolo.errors import UserError
-from scaledyolo.models.spec import MEMBERS, load_spec
+from scaledyolo.interop.loading import load_model
+from scaledyolo.models.spec import MEMBERS, resolve_spec
 from scaledyolo.models.yolo import YOLO, build_model
 
 SINGLE_CLASS_NAMES = ["item"]  # the official --single-cls name
@@ -18,8 +19,6 @@ SINGLE_CLASS_NAMES = ["item"]  # the official --single-cls name
 
 def load_weights_model(path: str | Path) -> YOLO:
     """Any weights file we read (ours, darknet cfg+weights, official .pt), through the interop loader."""
-    from scaledyolo.interop.loading import load_model
-
     return load_model(str(path))
 
 
@@ -45,10 +44,9 @@ def build_train_model(source: str | None, nc: int, weights: str | None) -> tuple
         else:
             source, weights = weights, None
     path = Path(source)
-    if source.lower() in MEMBERS:
-        model = build_model(source.lower(), num_classes=nc)
-    elif path.suffix in (".yaml", ".yml"):
-        model = build_model(load_spec(path), num_classes=nc)
+    spec = resolve_spec(source)
+    if spec is not None:
+        model = build_model(spec, num_classes=nc)
     elif path.exists():
         pretrained = load_weights_model(path)
         model = build_model(pretrained.spec, num_classes=nc)

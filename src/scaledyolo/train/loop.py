@@ -17,20 +17,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scaledyolo.errors import RunError, UserError
+from scaledyolo.devices import TRAIN_PRECISIONS, check_precision
+from scaledyolo.errors import RunError
 from scaledyolo.eval.plots import plot_batch
 from scaledyolo.logs import LOGGER
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before training stops
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PLOTTED_BATCHES = 3  # train_batch0..2.jpg of the first epoch
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of `--precision` on `device` (None: plain fp32); fp16 needs a GPU."""
     cuda = device.type == "cuda"
-    if precision == "fp16" and not cuda:
-        raise UserError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    check_precision(precision, device, TRAIN_PRECISIONS)
     if precision == "fp16" or (precision == "auto" and cuda):
         return torch.float16
     return torch.bfloat16 if precision == "bf16" else None

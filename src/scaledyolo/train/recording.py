@@ -15,7 +15,7 @@ import torch
 
 from scaledyolo.files import atomic_path
 from scaledyolo.geometry import TRAINED_GEOMETRY
-from scaledyolo.train.checkpoint import save_checkpoint
+from scaledyolo.interop.checkpoint import save_checkpoint
 
 VAL_LOSS_KEYS = ["val/box_loss", "val/obj_loss", "val/cls_loss", "val/total_loss"]  # validate's, with loss_fn
 CSV_KEYS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/total_loss", *VAL_LOSS_KEYS,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from scaledyolo.errors import UserError
-from scaledyolo.train.checkpoint import read_checkpoint
+from scaledyolo.interop.checkpoint import read_checkpoint
 
 RESUMABLE = ("device", "workers")  # what a resumed run may change: where it runs, not what it computes
 

@@ -25,23 +25,26 @@ import torch.nn as nn
 import yaml
 from tqdm import tqdm
 
+from scaledyolo.data.anchors import check_anchors
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
+from scaledyolo.devices import TRAIN_PRECISIONS, check_precision
 from scaledyolo.errors import RunError, UserError
 from scaledyolo.eval.plots import plot_labels
+from scaledyolo.eval.validate import validate
 from scaledyolo.files import atomic_write_text, plain_name
 from scaledyolo.hyp import load_hyp
+from scaledyolo.interop.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.logs import LOGGER, summarize_files
 from scaledyolo.models.spec import ModelSpec, round_img_size
 from scaledyolo.models.yolo import YOLO
 from scaledyolo.runs import new_run_dir
 from scaledyolo.train import building
 from scaledyolo.train.callbacks import Callbacks
-from scaledyolo.train.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.train.distributed import abort_process_group, broadcast_flag, init_distributed, run_on_main
 from scaledyolo.train.ema import ModelEMA
 from scaledyolo.train.loggers import default_loggers
-from scaledyolo.train.loop import PRECISIONS, EpochLoop, autocast_dtype
+from scaledyolo.train.loop import EpochLoop, autocast_dtype
 from scaledyolo.train.loss import ComputeLoss, unwrap
 from scaledyolo.train.recording import EarlyStopping, epoch_row, save_epoch_weights
 from scaledyolo.train.resume import restore_training_state, resume_state, seed_everything, training_state
@@ -66,8 +69,7 @@ def _peer_failed(exc: RuntimeError) -> bool:
 
 def _check_options(args: dict[str, Any]) -> None:
     """Every argument a user can get wrong, checked before any data is read."""
-    if args["precision"] not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args['precision']!r}")
+    check_precision(args["precision"], choices=TRAIN_PRECISIONS)
     if args["optimizer"] not in OPTIMIZERS:
         raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {args['optimizer']!r}")
     if args["lr_schedule"] not in LR_SCHEDULES:
@@ -260,8 +262,6 @@ class Trainer:
             if self.main:
                 LOGGER.info("anchors: kept those of the pretrained weights (autoanchor skipped)")
             return
-        from scaledyolo.data.anchors import check_anchors
-
         # rank 0 alone; DDP then broadcasts its (possibly new) anchors to every rank
         run_on_main(lambda: check_anchors(self.dataset, self.model, thr=self.hyp["anchor_t"], img_size=self.img),
                     self.main, self.world)
@@ -341,8 +341,6 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         if self.val_loader is None:
             return {}
-        from scaledyolo.eval.validate import validate
-
         self.fire("on_val_start")
         metrics = validate(self.ema.ema, self.val_loader, self.val_dataset, conf=0.001, iou=0.65, names=self.names,
                            coco=False, progress=False, gather=self.world > 1, loss_fn=self.loop.compute_loss)
@@ -355,8 +353,6 @@ class Trainer:
         (one process only: under torchrun the pictures are left to `val --plots`)."""
         if not (self.main and self.world == 1 and self.args["plots"] and self.val_loader is not None):
             return
-        from scaledyolo.eval.validate import validate
-
         best = model_from_checkpoint(read_checkpoint(self.wdir / "best.pt")).to(self.device).eval()
         validate(best, self.val_loader, self.val_dataset, conf=0.001, iou=0.65, names=self.names, coco=False,
                  progress=False, plots_dir=self.run_dir)

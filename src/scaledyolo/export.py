@@ -1,4 +1,6 @@
-"""`scaledyolo convert` and `scaledyolo export`: any weights in, our checkpoint or a deployment format out.
+"""Convert and export (`scaledyolo convert`, `scaledyolo export`, `Detector.export`): any weights in, our
+checkpoint or a deployment format out. Above `data/` (int8 calibration reads a data YAML), so it sits
+with the library floor rather than in `interop/`, whose writers it drives.
 
 Output paths come from the user's arguments only (`--output`, else the weights argument's own stem),
 never from a name stored in the weights file, and are checked before anything is loaded: an output
@@ -9,19 +11,20 @@ that is one of the inputs is refused, another existing file is replaced with a n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scaledyolo.calibration import DEFAULT_LIMIT, calibration_files, calibration_samples
 from scaledyolo.errors import UserError
 from scaledyolo.files import check_outputs, plain_name
+from scaledyolo.interop.checkpoint import save_checkpoint
+from scaledyolo.interop.darknet import export_darknet
 from scaledyolo.interop.loading import load_model
+from scaledyolo.interop.onnx import export_onnx, export_torchscript
 from scaledyolo.interop.onnx_nms import DEFAULT_CONF, DEFAULT_IOU, NMSOptions
 from scaledyolo.models.spec import round_img_size
+from scaledyolo.models.yolo import YOLO
 from scaledyolo.ops.nms import MAX_DET
-
-if TYPE_CHECKING:
-    from scaledyolo.models.yolo import YOLO
 
 EXPORT_FORMATS = ("onnx", "torchscript", "darknet", "openvino")
 
@@ -37,8 +40,6 @@ def input_files(source: str | Path, weights: str | Path | None = None) -> list[P
 
 def convert(source: str | Path, weights: str | Path | None = None, output: str | Path | None = None) -> Path:
     """Darknet cfg(+weights) or official `.pt` -> our checkpoint (written atomically); returns its path."""
-    from scaledyolo.train.checkpoint import save_checkpoint
-
     output = Path(output) if output else Path(source).with_name(Path(source).stem + "-scaledyolo.pt")
     check_outputs([output], input_files(source, weights))
     model = load_model(source, weights=weights)
@@ -46,7 +47,7 @@ def convert(source: str | Path, weights: str | Path | None = None, output: str |
     return output
 
 
-def export(weights: str | Path, format: str = "onnx", output: str | Path | None = None, img: int | None = None,
+def export(weights: str | Path | YOLO, format: str = "onnx", output: str | Path | None = None, img: int | None = None,
            dynamic: bool = False, half: bool = False, nms: bool = False, conf: float = DEFAULT_CONF,
            iou: float = DEFAULT_IOU, max_det: int = MAX_DET, int8: bool = False, data: str | Path | None = None,
            calib: str | Path | None = None, calib_images: int | None = None) -> list[Path]:
@@ -56,7 +57,8 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
     `nms` (onnx, openvino) ends the graph in predict's NMS with `conf`, `iou`, `max_det`. `int8`
     (openvino) quantises with NNCF, calibrated on up to `calib_images` (default 300) pictures of
     `data`'s val split or of the folder `calib`. Darknet files are `OUTPUT/STEM.cfg` and
-    `OUTPUT/STEM.weights`, STEM the weights argument's stem (never a name stored in the file).
+    `OUTPUT/STEM.weights`, STEM the weights argument's stem (never a name stored in the file); a model
+    object (`Detector.export`) is exported as it is, named after its member.
     """
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
@@ -69,7 +71,8 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
     if not int8 and (data is not None or calib is not None or calib_images is not None):
         raise UserError("--data, --calib and --calib-images choose int8 calibration images; add --int8")
     nms_options = NMSOptions(conf, iou, max_det) if nms else None
-    stem = plain_name(Path(weights).stem, "weights file name")
+    given = isinstance(weights, YOLO)
+    stem = plain_name(weights.spec.name if given else Path(weights).stem, "weights file name")
     if format == "darknet":
         if half or dynamic:
             raise UserError("darknet export writes float32 weights at the cfg's size; drop --half/--dynamic")
@@ -85,36 +88,29 @@ def export(weights: str | Path, format: str = "onnx", output: str | Path | None 
         outputs = [Path(output or default)]
         if format == "openvino" and outputs[0].suffix.lower() == ".xml":
             outputs.append(outputs[0].with_suffix(".bin"))
-    check_outputs(outputs, input_files(weights) + [data])
-    model = load_model(weights)
+    check_outputs(outputs, ([] if given else input_files(weights)) + [data])
+    model = weights if given else load_model(weights)
     if format == "darknet":
-        from scaledyolo.interop.darknet import export_darknet
-
         return list(export_darknet(model, folder, stem=stem))
     size = round_img_size(img or model.spec.img_size, model.spec.max_stride)
     if format == "onnx":
-        from scaledyolo.interop.onnx import export_onnx
-
         return [export_onnx(model, outputs[0], img=size, dynamic=dynamic, half=half, nms=nms_options)]
     if format == "openvino":
         return _export_openvino(model, outputs[0], size, dynamic, half, nms_options,
                                 _calibration(data, calib, calib_images, size, model) if int8 else None)
-    from scaledyolo.interop.onnx import export_torchscript
-
     return [export_torchscript(model, outputs[0], img=size, half=half)]
 
 
 def _calibration(data: str | Path | None, calib: str | Path | None, limit: int | None, size: int,
-                 model: "YOLO") -> list[np.ndarray]:
+                 model: YOLO) -> list[np.ndarray]:
     """int8 calibration batches (see `scaledyolo.calibration`), read before the slow conversion starts."""
-    from scaledyolo.calibration import DEFAULT_LIMIT, calibration_files, calibration_samples
-
     files = calibration_files(data, calib)
     return calibration_samples(files, size, model.spec.max_stride, DEFAULT_LIMIT if limit is None else limit)
 
 
-def _export_openvino(model: "YOLO", output: str | Path, size: int, dynamic: bool, half: bool,
+def _export_openvino(model: YOLO, output: str | Path, size: int, dynamic: bool, half: bool,
                      nms: NMSOptions | None, calibration: list[np.ndarray] | None) -> list[Path]:
+    # OpenVINO and NNCF are optional and heavy (a second or more to import): loaded only for this format
     from scaledyolo.interop.openvino import ir_paths, save_openvino, to_openvino
 
     ir_paths(output)  # a bad name fails before the slow part
