@@ -1,6 +1,6 @@
 """Speed of a model on this machine, and how near it runs to the hardware's limit.
 
-`benchmark(...)` times the default (fast) inference path, or another backend, at one input size
+`benchmark(...)` (`scaledyolo bench`, `Detector.bench`) times the default (fast) inference path, or another backend, at one input size
 and batch: a few warm-up calls, then the median of repeated calls. Next to latency and images/s it
 reports the model's GFLOPs at that size, the GFLOP/s achieved, and that figure as a fraction of the
 machine's peak, measured in the same run as the best of two matrix multiplications of the same dtype
@@ -25,10 +25,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from scaledyolo.devices import synchronize
+from scaledyolo.devices import PRECISIONS, check_precision, select_device, synchronize
 from scaledyolo.errors import UserError
-from scaledyolo.models.analysis import count_flops, resolve_model
-from scaledyolo.models.inference import PRECISIONS, prepare_for_inference
+from scaledyolo.interop.loading import resolve_model
+from scaledyolo.interop.onnx import export_onnx
+from scaledyolo.models.analysis import count_flops
+from scaledyolo.models.inference import prepare_for_inference
 from scaledyolo.models.spec import round_img_size
 from scaledyolo.models.yolo import YOLO
 
@@ -93,16 +95,10 @@ def measure_peak(dtype: torch.dtype, device: torch.device, n: int | None = None,
 def _precision(device: torch.device, precision: str | None, half: bool) -> str:
     if precision is None:
         precision = ("fp16" if device.type == "cuda" else "bf16") if half else "fp32"
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type == "cpu":
-        raise UserError("fp16 needs a GPU; on the CPU use --precision bf16 (or --half, which means bf16 there)")
-    return precision
+    return check_precision(precision, device)
 
 
 def _onnx_file(model: YOLO, img: int, batch: int, directory: str) -> Path:
-    from scaledyolo.interop.onnx import export_onnx
-
     return export_onnx(model, Path(directory) / "model.onnx", img=img, batch=batch)
 
 
@@ -121,7 +117,7 @@ def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img
     threads = torch.get_num_threads()
     if backend == "onnxruntime":
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional and heavy: only this backend needs it
         except ImportError:
             raise UserError("onnxruntime is not installed: pip install 'scaledyolo[export]'") from None
         options = ort.SessionOptions()
@@ -131,7 +127,7 @@ def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return (lambda x: session.run(None, {"images": x.numpy()})), f"onnxruntime {ort.__version__} CPU"
     try:
-        import openvino as ov
+        import openvino as ov  # optional and heavy: only this backend needs it
     except ImportError:
         raise UserError("openvino is not installed: pip install 'scaledyolo[openvino]'") from None
     core = ov.Core()
@@ -155,12 +151,10 @@ def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise UserError("--runs and --batch must be at least 1, --warmup at least 0")
-    from scaledyolo.devices import select_device
-
     device = select_device(device)
     if threads:
         torch.set_num_threads(threads)
-    model = copy.deepcopy(model) if isinstance(model, YOLO) else resolve_model(str(model))
+    model = copy.deepcopy(model) if isinstance(model, YOLO) else resolve_model(model)
     model = model.cpu().float().eval()
     if subnet:
         model = model.subnet(subnet)
@@ -198,20 +192,3 @@ def _device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{name} ({os.cpu_count()} logical CPUs)"
-
-
-def format_result(r: dict[str, Any]) -> str:
-    """The human-readable summary `scaledyolo bench` prints."""
-    sub = f" subnet {r['subnet']}" if r["subnet"] else ""
-    onednn = f", oneDNN {r['onednn_matmul_gflops_s']:.1f}" if r["onednn_matmul_gflops_s"] else ""
-    return "\n".join([
-        f"{r['model']}{sub} @ {r['img']}x{r['img']}, batch {r['batch']}, {r['device']} ({r['device_name']}), "
-        f"{r['threads']} threads, {r['path']}",
-        f"latency     {r['latency_ms']:.2f} ms per batch (median of {r['runs']}; min {r['latency_min_ms']:.2f})",
-        f"throughput  {r['fps']:.1f} images/s",
-        f"compute     {r['gflops']:.2f} GFLOPs per image -> {r['achieved_gflops_s']:.1f} GFLOP/s achieved",
-        f"peak        {r['peak_gflops_s']:.1f} GFLOP/s ({r['precision']} matmul measured now: torch.mm "
-        f"{r['mm_gflops_s']:.1f}{onednn}) -> {100 * r['peak_fraction']:.0f}% of peak"
-        + (" (faster than the matmul: a Winograd/FFT convolution, or the matmul fell short)" if r["above_peak"]
-           else ""),
-    ])

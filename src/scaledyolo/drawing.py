@@ -4,7 +4,8 @@ One module so that every picture the package makes looks the same: one palette (
 same colour in `scaledyolo predict`, `val --plots`, the training run and `data --preview`, and the
 colours are the ones users know from other YOLO tools), one label style that stays legible from
 thumbnails to 4K, and one atomic picture writer. Pictures are RGB uint8 arrays throughout; OpenCV
-only sees BGR at the encoder.
+only sees BGR at the encoder. The one exception is what users hold: `Results.plot()` hands out BGR,
+as cv2 and ultralytics do, and `write_image(..., bgr=True)` writes such a picture as it is.
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def tile_batch(imgs: Any, targets: Any, names: Sequence[str] | None = None, path
     return mosaic
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> Path:
-    """Encode an RGB picture by the file's suffix (.jpg, .png, ...) and write it atomically."""
+def write_image(path: str | Path, picture: np.ndarray, bgr: bool = False) -> Path:
+    """Encode a picture (RGB, or BGR with `bgr`) by the file's suffix (.jpg, .png, ...) and write it atomically."""
     path = Path(path)
     if not path.suffix.isascii():  # OpenCV would segfault on a suffix of undecodable bytes
         raise UserError(f"cannot write a picture with suffix {display_path(path.suffix)!r} (use .jpg or .png)",
                         display_path(path))
+    picture = np.ascontiguousarray(picture)
     try:
-        ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+        ok, buf = cv2.imencode(path.suffix, picture if bgr else cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     except cv2.error:
         ok = False
     if not ok:

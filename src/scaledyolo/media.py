@@ -23,8 +23,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from scaledyolo import drawing
 from scaledyolo.data.image_decode import ImageError, decode_image
+from scaledyolo.drawing import write_image as encode_image
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path, display_path
 
@@ -77,7 +77,7 @@ def to_rgb(image: Any) -> np.ndarray:
     PIL images get their EXIF orientation applied, as files read by path do.
     """
     if hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, np.ndarray):  # PIL
-        from PIL import ImageOps
+        from PIL import ImageOps  # Pillow is optional: only a PIL image handed in needs it
 
         image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     if not isinstance(image, np.ndarray):
@@ -201,13 +201,14 @@ def count_frames(items: list[Any]) -> int | None:
     return total
 
 
-def write_image(path: Path, rgb: np.ndarray) -> Path:
-    """Write an RGB picture atomically, encoded by the file's suffix, or as JPEG (suffix changed to .jpg)
-    when OpenCV cannot write that suffix: annotated copies keep their source's name where they can."""
+def write_image(path: Path, picture: np.ndarray, bgr: bool = False) -> Path:
+    """Write a picture (RGB, or BGR with `bgr`) atomically, encoded by the file's suffix, or as JPEG (suffix
+    changed to .jpg) when OpenCV cannot write that suffix: annotated copies keep their source's name where
+    they can."""
     path = Path(path)
     if not path.suffix.isascii() or not path.suffix.isprintable() or not cv2.haveImageWriter(f"x{path.suffix}"):
         path = path.with_suffix(".jpg")
-    return drawing.write_image(path, rgb)
+    return encode_image(path, picture, bgr=bgr)
 
 
 class VideoWriter:
@@ -219,9 +220,10 @@ class VideoWriter:
         self.writer: cv2.VideoWriter | None = None
         self._target = ExitStack()  # holds the open `atomic_path` from the first frame until `close()`
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, picture: np.ndarray, bgr: bool = False) -> None:
+        """Append a frame, RGB (or BGR with `bgr`, as `Results.plot()` gives it)."""
         if self.writer is None:
-            h, w = rgb.shape[:2]
+            h, w = picture.shape[:2]
             with ExitStack() as stack:  # on an error here the temporary file is removed at once
                 tmp = stack.enter_context(atomic_path(self.path, suffix=self.path.suffix))
                 writer = cv2.VideoWriter(opencv_path(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
@@ -229,7 +231,7 @@ class VideoWriter:
                     raise UserError("OpenCV cannot write mp4v video here", self.path)
                 self._target = stack.pop_all()
             self.writer = writer
-        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.writer.write(picture if bgr else cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         if self.writer is not None:

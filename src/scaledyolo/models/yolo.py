@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -188,11 +188,27 @@ class YOLO(nn.Module):
         _remove_uncalled(sub)
         return sub
 
-    def predict(self, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None, **kwargs: Any) -> list:
-        """Detect objects in paths, HxWx3 RGB arrays or PIL images: see `scaledyolo.predict.predict`."""
-        from scaledyolo.predict import predict
+    # Pictures in (paths, arrays, PIL images) are the prediction floor's business, above this one: the
+    # package root (`scaledyolo.load`, `scaledyolo.build_model`, `Detector`) attaches its `predict` here,
+    # so `model("bus.jpg")` and `model.predict(...)` work without models/ importing predict/, and a path
+    # never reaches `forward`.
+    predictor: Callable[..., list] | None = None
 
-        return predict(self, images, conf=conf, iou=iou, img=img, **kwargs)
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Tensors run `forward` (nn.Module's call: hooks, training and eval formats); anything else is
+        pictures to detect on (`predict`)."""
+        if isinstance(x, torch.Tensor):
+            return super().__call__(x, *args, **kwargs)
+        return self.predict(x, *args, **kwargs)
+
+    def predict(self, images: Any, **kwargs: Any) -> list:
+        """Detect objects in paths, HxWx3 RGB arrays or PIL images: `scaledyolo.predict.predict(self, images,
+        **kwargs)`, once a predictor is attached (models from `scaledyolo.load` / `build_model` have one)."""
+        if self.predictor is None:
+            raise TypeError(f"this YOLO takes image tensors (B, 3, H, W), got {type(images).__name__}: to detect on "
+                            "pictures, get the model from scaledyolo.load(...) or scaledyolo.build_model(...), or "
+                            "call scaledyolo.predict.predict(model, pictures)")
+        return self.predictor(self, images, **kwargs)
 
 def parse_levels(text: str, spec: ModelSpec) -> list[int]:
     """'p7-p7-p6' (the paper's notation: model, then kept output levels) -> level indices."""
@@ -203,8 +219,6 @@ def parse_levels(text: str, spec: ModelSpec) -> list[int]:
     try:
         return sorted({names[p] for p in parts})
     except KeyError as exc:
-        from scaledyolo.errors import UserError
-
         raise UserError(f"unknown level {exc.args[0]!r} in {text!r}; this model has {', '.join(names)}") from None
 
 

@@ -1,0 +1,127 @@
+"""A prediction run written to a folder (`scaledyolo predict`, `Detector.predict(..., save=True)`): annotated
+pictures and mp4 videos, YOLO labels, a JSON list, and the summary the CLI prints.
+
+Pictures stream through one at a time (each frame's image is dropped once drawn), so a long video runs
+in constant memory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from scaledyolo.devices import select_device
+from scaledyolo.errors import UserError
+from scaledyolo.files import check_outputs, same_file, write_json
+from scaledyolo.interop.loading import load_model
+from scaledyolo.logs import summarize_files
+from scaledyolo.media import Frame, VideoWriter, count_frames, expand_source, iter_frames
+from scaledyolo.models.yolo import YOLO
+from scaledyolo.ops.nms import MAX_DET
+from scaledyolo.predict.predictor import Predictor
+from scaledyolo.runs import new_run_dir
+
+
+def _output_name(frame: Frame, index: int, used: set[str]) -> str:
+    """A file stem for a picture's outputs, unique within the run (a.jpg and a.png both come from 'a')."""
+    if frame.path is None:
+        stem = f"image{index}"
+    elif str(frame.path).isdigit():
+        stem = f"webcam{frame.path}"
+    else:
+        stem = Path(frame.path).stem
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}_{n}", n + 1
+    used.add(name)
+    return name
+
+
+def run_predict(weights: str | Path | YOLO, source: str, img: int | None = None, conf: float = 0.25, iou: float = 0.45,
+                classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, save_dir: str | None = None,
+                project: str = "runs/predict", name: str = "exp", save_json: str | None = None,
+                save_txt: bool = False, save_conf: bool = False, nosave: bool = False, tta: bool = False,
+                device: str | None = None, progress: bool = True, geometry: str | None = None) -> dict[str, Any]:
+    """`scaledyolo predict` and `Detector.predict(..., save=True)`: detect on every picture of `source`
+    (weights: any file `load_model` reads, a member name, or a loaded model), write annotated pictures
+    and videos (`Results.save`, the same BGR picture `Results.plot()` gives), labels and JSON.
+
+    Returns the summary (counts, folder, per-image milliseconds by stage) that the CLI prints.
+    """
+    items, from_folder = expand_source(source)
+    files = [p for p in items if isinstance(p, Path)]
+    if save_dir and not nosave and any(same_file(p.parent, save_dir) for p in files):
+        raise UserError("--save-dir holds the source pictures: their annotated copies would replace them", save_dir)
+    if save_json:
+        check_outputs([save_json], files + ([] if isinstance(weights, YOLO) else [Path(weights)]))
+    model = weights.to(select_device(device)) if isinstance(weights, YOLO) else load_model(
+        weights, device=select_device(device))
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True,
+                          geometry=geometry)
+    out_dir = Path(save_dir) if save_dir else new_run_dir(project, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t_start = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    used: set[str] = set()
+    videos: list[str] = []
+    skipped: list[str] = []  # unreadable files of a folder or glob
+    writer: VideoWriter | None = None  # the video being written (frames of one source come in a row)
+    n_images = n_objects = 0
+    bar = tqdm(total=count_frames(items), desc="predict", unit="img", disable=not progress, file=sys.stderr)
+    try:
+        for frame in iter_frames(items, skip_bad=from_folder, skipped=skipped):
+            (res,) = predictor([frame])
+            t0 = time.perf_counter()
+            if frame.frame == 0 or (frame.frame is None and writer is not None):
+                if writer is not None:
+                    writer.close()
+                writer = None
+            if frame.frame is None:
+                stem = _output_name(frame, n_images, used)
+                if not nosave:
+                    res.save(out_dir / f"{stem}{Path(frame.path).suffix if frame.path else '.jpg'}")
+                label_stem = stem
+            else:
+                if writer is None:
+                    writer = VideoWriter(out_dir / f"{_output_name(frame, n_images, used)}.mp4", frame.fps or 30.0)
+                    if not nosave:
+                        videos.append(str(writer.path))
+                if not nosave:
+                    writer.write(res.plot(), bgr=True)
+                label_stem = f"{writer.path.stem}_{frame.frame}"
+            if save_txt:
+                res.save_txt(out_dir / "labels" / f"{label_stem}.txt", save_conf=save_conf)
+            if save_json:
+                records.append({"path": frame.path, "frame": frame.frame, "height": res.orig_shape[0],
+                                "width": res.orig_shape[1], "detections": res.summary()})
+            res.speed["drawing"] = (time.perf_counter() - t0) * 1e3
+            predictor.totals["drawing"] += res.speed["drawing"] / 1e3
+            n_images += 1
+            n_objects += len(res)
+            bar.update(1)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    summarize_files("predict", skipped)
+    if n_images == 0:
+        raise UserError("no readable pictures to detect on", source)
+    if save_json:
+        write_json(save_json, records, indent=1)
+    return {
+        "images": n_images,
+        "objects": n_objects,
+        "videos": videos,
+        "skipped": skipped,
+        "save_dir": str(out_dir),
+        "save_json": save_json,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "ms_per_image": {k: round(v, 2) for k, v in predictor.per_image_ms().items()},
+        "img": predictor.size,
+        "geometry": predictor.geometry,
+    }
