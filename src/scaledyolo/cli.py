@@ -1,4 +1,6 @@
-"""Command line: argument parsing only. Every command calls the Python API a user would import.
+"""Command line: argument parsing only. Each sub-command's `run` lives in `scaledyolo.commands` and calls
+the library function the facade (`scaledyolo.Detector`) calls; choices are read from the constants
+that the library checks against (members, precisions, export formats, backends, splits, geometries).
 
 Errors from the API (`scaledyolo.errors.ScaledYoloError`) become one line ``error: FILE: what``
 with exit code 2 (bad input) or 1 (other failure); ``--verbose`` shows the traceback instead.
@@ -7,153 +9,25 @@ with exit code 2 (bad input) or 1 (other failure); ``--verbose`` shows the trace
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
-from scaledyolo.errors import ScaledYoloError, UserError, printable
+import torch
+
+from scaledyolo.bench import BACKENDS
+from scaledyolo.commands import bench, data, export, info, predict, train, val, weights
+from scaledyolo.data.dataset import SPLITS
+from scaledyolo.devices import PRECISIONS, TRAIN_PRECISIONS
+from scaledyolo.errors import ScaledYoloError, printable
+from scaledyolo.export import EXPORT_FORMATS
 from scaledyolo.logs import install_cli_handler
+from scaledyolo.models.spec import MEMBERS
+from scaledyolo.train.schedule import OPTIMIZERS
 
-MEMBERS_HELP = "yolov4-tiny, yolov4-csp, yolov4-p5, yolov4-p6, yolov4-p7"
-
-
-def print_json(data: Any) -> None:
-    """Print machine-readable output on stdout (one JSON document)."""
-    print(json.dumps(data, indent=2, default=float))
-
-
-# --------------------------------------------------------------------------- handlers
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from scaledyolo.models.analysis import format_report, model_report, paper_report, format_paper_report
-
-    if args.paper:
-        report = paper_report()
-        print_json(report) if args.json else print(format_paper_report(report))
-        return 0
-    if not args.model:
-        raise UserError("info needs a model name or weights file (or --paper)")
-    report = model_report(args.model, img_size=args.img)
-    print_json(report) if args.json else print(format_report(report))
-    return 0
-
-
-def cmd_val(args: argparse.Namespace) -> int:
-    from scaledyolo.eval.validate import format_table, json_summary, run_val
-
-    result = run_val(args.weights, args.data, img=args.img, batch=args.batch, conf=args.conf, iou=args.iou,
-                     split=args.split, save_json=args.save_json, tta=args.tta, subnet=args.subnet, plots=args.plots,
-                     device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose,
-                     geometry=args.geometry)
-    print_json(json_summary(result)) if args.json else print(format_table(result))
-    return 0
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    from scaledyolo.data.report import data_report, format_report, write_preview
-
-    report = data_report(args.data, model=args.model, img_size=args.img)
-    print_json(report) if args.json else print(format_report(report))
-    if args.preview:
-        path = write_preview(args.data, args.preview, img_size=args.preview_img, hyp=args.hyp)
-        if not args.json:
-            print(f"preview: {path}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from scaledyolo.train.trainer import train
-
-    model = args.model or (None if args.weights else "yolov4-csp")  # None: the architecture of --weights
-    options = dict(model=model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch,
-                   device=args.device, project=args.project, name=args.name, hyp=args.hyp, weights=args.weights,
-                   resume=args.resume, workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze,
-                   seed=args.seed, noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache,
-                   val=not args.noval, close_mosaic=args.close_mosaic, patience=args.patience,
-                   optimizer=args.optimizer, single_cls=args.single_cls, lr_schedule=args.lr_schedule,
-                   save_period=args.save_period, exist_ok=args.exist_ok, deterministic=args.deterministic,
-                   rect=args.rect)
-    if args.evolve:
-        from scaledyolo.train.evolve import evolve
-
-        options.pop("resume")
-        evolve(args.evolve, **options)
-    else:
-        train(**options)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from scaledyolo.train.demo import demo
-
-    summary = demo(project=args.project, name=args.name, device=args.device)
-    if args.json:
-        print_json(summary)
-    return 0
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from scaledyolo.interop.convert import convert
-
-    out = convert(args.source, weights=args.weights_file, output=args.output)
-    print_json({"output": str(out)}) if args.json else print(f"wrote {out}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from scaledyolo.interop.convert import export
-
-    files = export(args.weights, format=args.format, output=args.output, img=args.img, dynamic=args.dynamic,
-                   half=args.half, nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, int8=args.int8,
-                   data=args.data, calib=args.calib, calib_images=args.calib_images)
-    print_json({"files": [str(f) for f in files]}) if args.json else print("wrote " + ", ".join(map(str, files)))
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from scaledyolo.predict import format_summary, run_predict
-
-    summary = run_predict(args.weights, args.source, img=args.img, conf=args.conf, iou=args.iou, classes=args.classes,
-                          max_det=args.max_det, save_dir=args.save_dir, project=args.project, name=args.name,
-                          save_json=args.save_json, save_txt=args.save_txt, save_conf=args.save_conf,
-                          nosave=args.nosave, tta=args.tta, device=args.device, progress=not args.json,
-                          geometry=args.geometry)
-    print_json(summary) if args.json else print(format_summary(summary))
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from scaledyolo.bench import benchmark, format_result
-    from scaledyolo.interop.loading import load_model
-
-    if bool(args.model) == bool(args.weights):
-        raise UserError("bench needs exactly one of --model NAME or --weights FILE")
-    result = benchmark(args.model or load_model(args.weights), img=args.img, batch=args.batch, device=args.device,
-                       backend=args.backend, precision=args.precision, half=args.half, subnet=args.subnet,
-                       runs=args.runs, warmup=args.warmup, compile=args.compile, threads=args.threads)
-    print_json(result) if args.json else print(format_result(result))
-    return 0
-
-
-def cmd_weights(args: argparse.Namespace) -> int:
-    from scaledyolo.interop.released import format_table, identify, released_files
-
-    if args.verify:
-        found = identify(args.verify)
-        print_json(found) if args.json else print(found["verdict"])
-        return 0 if found["match"] is not None else 1
-    files = released_files(args.member)
-    if not files:
-        raise UserError(f"no released files known for {args.member!r} (members: {MEMBERS_HELP})")
-    print_json([f.to_dict() for f in files]) if args.json else print(format_table(files))
-    return 0
-
-
-# --------------------------------------------------------------------------- parser
+MEMBERS_HELP = ", ".join(MEMBERS)
 
 
 def _add_geometry(p: argparse.ArgumentParser, what: str) -> None:
@@ -187,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (params, gflops, stages, ...)")
     p.add_argument("--paper", action="store_true",
                    help="reproduce the paper's FLOPs analysis of CSP-ized ResNet/ResNeXt/Darknet layers and OSA CIO")
-    handlers["info"] = cmd_info
+    handlers["info"] = info.run
 
     p = sub.add_parser("val", help="COCO mAP of a model on a data split (pycocotools)",
                        description="Evaluate a model on a split of a data YAML: mAP@[.5:.95], mAP50, mAP75, AP by "
@@ -204,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="batch size")
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (keep low for mAP)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold")
-    p.add_argument("--split", default="val", choices=["train", "val", "test"], help="which split to evaluate")
+    p.add_argument("--split", default="val", choices=SPLITS, help="which split to evaluate")
     p.add_argument("--save-json", metavar="FILE", help="write the COCO results list (original pixels) to FILE")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (0-1 floats)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: scales 1, 0.83, 0.67 with a flip")
@@ -214,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="cpu, 0, cuda:0 ... (default: first GPU if any, else CPU)")
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
     _add_geometry(p, "batches letterboxed")
-    handlers["val"] = cmd_val
+    handlers["val"] = val.run
 
     p = sub.add_parser("data", help="check a dataset: counts, problems, class and box statistics, anchor fit",
                        description="Read and check every split of a data YAML (YOLO, Pascal VOC or COCO layout): usable "
@@ -228,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img", type=int, default=640, help="training size in pixels for the anchor fit")
     p.add_argument("--preview-img", type=int, default=320, help="tile size of the --preview picture")
     p.add_argument("--hyp", default="scratch", help="augmentation recipe for --preview: scratch, finetune or a YAML")
-    handlers["data"] = cmd_data
+    handlers["data"] = data.run
 
     p = sub.add_parser("train", help="train a model (one CPU/GPU, or many with torchrun)",
                        description="Train with the official Scaled-YOLOv4 recipe: CIoU + BCE losses, SGD with warmup "
@@ -253,13 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", type=int, default=0, help="freeze the first K layers (transfer learning)")
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, initialisation)")
     p.add_argument("--noautoanchor", action="store_true", help="keep the model's anchors (no k-means refit)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+    p.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                    help="auto: fp16 mixed precision on CUDA, fp32 on CPU")
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--noval", action="store_true", help="skip validation (best.pt is then the latest epoch)")
     p.add_argument("--close-mosaic", type=int, default=10, metavar="N",
                    help="train the last N epochs without mosaic (at most a third of the run; 0: never)")
-    # --- the practitioner's options (issue 15 item 4); cmd_train passes each to train()/evolve()
+    # --- the practitioner's options (issue 15 item 4); commands.train passes each to train()/evolve()
     p.add_argument("--hyp", nargs="+", default=["scratch"], metavar="RECIPE|KEY=VALUE",
                    help="hyper-parameters: scratch, finetune or a YAML file, then KEY=VALUE overrides "
                         "(--hyp finetune lr0=0.002 mosaic=0.5; --hyp lr0=0.02 overrides scratch)")
@@ -267,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run where it stopped (no path: the latest run under --project)")
     p.add_argument("--patience", type=int, default=0, metavar="N",
                    help="stop after N epochs without a better fitness (0.1 mAP50 + 0.9 mAP50-95); 0: never")
-    p.add_argument("--optimizer", default="SGD", choices=["SGD", "Adam", "AdamW"],
+    p.add_argument("--optimizer", default="SGD", choices=OPTIMIZERS,
                    help="SGD (nesterov, the recipe) or Adam/AdamW as the official --adam: lr0 as given, "
                         "momentum as beta1 (lr0 0.001 suits them: --hyp lr0=0.001)")
     p.add_argument("--single-cls", action="store_true", help="train every object as one class, 'item'")
@@ -287,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evolve", type=int, default=0, metavar="N",
                    help="evolve the hyper-parameters over N short trainings (--epochs each) as the official "
                         "code: PROJECT/NAME/evolve.csv, evolve.png, hyp_evolved.yaml")
-    handlers["train"] = cmd_train
+    handlers["train"] = train.run_train
 
     p = sub.add_parser("demo", help="train yolov4-tiny on synthetic shapes in minutes on a CPU and show it",
                        description="No arguments needed: writes a synthetic dataset, trains yolov4-tiny from scratch "
@@ -297,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="exp", help="run folder name (exp, exp2 ...)")
     p.add_argument("--device", default="cpu", help="cpu (default) or a GPU index")
     p.add_argument("--json", action="store_true", help="print the summary (map50, map, paths) as JSON")
-    handlers["demo"] = cmd_demo
+    handlers["demo"] = train.run_demo
 
     p = sub.add_parser("convert", help="darknet cfg+weights or an official Scaled-YOLOv4 .pt -> our checkpoint",
                        description="Convert darknet .cfg + .weights (any class count) or an official Scaled-YOLOv4 "
@@ -309,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output checkpoint (default: SOURCE-scaledyolo.pt); never one of the "
                                           "inputs, an existing other file is replaced (said on stderr)")
     p.add_argument("--json", action="store_true", help="print {output} as JSON")
-    handlers["convert"] = cmd_convert
+    handlers["convert"] = export.run_convert
 
     p = sub.add_parser("export", help="export to ONNX, OpenVINO IR, TorchScript or darknet cfg+weights",
                        description="Export a model for deployment. onnx: opset 17 with box decoding inside (output "
@@ -321,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and frozen. darknet: cfg + weights (tiny, csp and darknet-cfg models) that "
                                    "convert back bit-exactly.")
     p.add_argument("--weights", required=True, help=f"weights file (any format) or member name ({MEMBERS_HELP})")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript", "darknet"],
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS,
                    help="output format")
     p.add_argument("--img", type=int, default=None,
                    help="input size (default: the training size of our checkpoints, else the model's native size; "
@@ -342,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=None, metavar="N",
                    help="with --int8: calibrate on at most N images, spread over the set (default 300)")
     p.add_argument("--json", action="store_true", help="print {files} as JSON")
-    handlers["export"] = cmd_export
+    handlers["export"] = export.run_export
 
     p = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a webcam",
                        description="Letterboxed inference with boxes mapped back to original pixels. Writes "
@@ -374,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time augmentation (scales 1, 0.83, 0.67; flip)")
     p.add_argument("--device", default=None, help="cpu, cuda, 0, ... (default: the first GPU, else the CPU)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
-    handlers["predict"] = cmd_predict
+    handlers["predict"] = predict.run
 
     p = sub.add_parser("bench", help="latency, images/s and achieved GFLOP/s vs the machine's measured peak",
                        description="Time the default (fast) inference path or another backend: warm-up calls, then "
@@ -388,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rounded up to the stride)")
     p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--device", default="cpu", help="cpu, cuda, 0, ... (default: cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "tensorrt"],
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch: our fast path (default); onnxruntime/openvino: our ONNX export on that runtime")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default=None, choices=list(PRECISIONS),
                    help="fp32 (default, exact), bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU)")
     p.add_argument("--half", action="store_true", help="16-bit: fp16 on a GPU, bf16 on the CPU")
     p.add_argument("--subnet", default=None, help="time a once-for-all subnet, e.g. p7-p7-p6 (kept output levels)")
@@ -400,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=20, help="timed calls (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     p.add_argument("--json", action="store_true", help="print JSON (latency_ms, fps, gflops, peak_fraction, ...)")
-    handlers["bench"] = cmd_bench
+    handlers["bench"] = bench.run
 
     p = sub.add_parser("weights", help="where each member's released weights are published; check a local file",
                        description="A member name used as --weights builds RANDOM weights. This lists each member's "
@@ -411,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("member", nargs="?", default=None, help=f"only this member ({MEMBERS_HELP})")
     p.add_argument("--verify", metavar="FILE", help="say which released file FILE is (sha256, read in chunks)")
     p.add_argument("--json", action="store_true", help="print the list (or the verification) as JSON")
-    handlers["weights"] = cmd_weights
+    handlers["weights"] = weights.run
 
     for p in sub.choices.values():
         _add_common(p)
@@ -449,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # not the input's fault: one line unless --verbose
         if args.verbose:
             raise
-        import torch
-
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             print("error: out of GPU memory; try a smaller --batch or --img", file=sys.stderr)
         elif isinstance(exc, OSError) and exc.filename is not None:  # a file named by the user is unusable

@@ -14,9 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-
+from scaledyolo.data.dataset import load_data_config
+from scaledyolo.data.loader import create_dataloader
+from scaledyolo.data.synthetic import make_synthetic_dataset
+from scaledyolo.eval.validate import validate
+from scaledyolo.interop.loading import load_model
+from scaledyolo.predict import predict
 from scaledyolo.runs import new_run_dir
+from scaledyolo.train.trainer import train
 
 IMG = 160
 EPOCHS = 40
@@ -31,14 +36,6 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
          batch: int = BATCH, n_train: int = N_TRAIN, n_val: int = N_VAL, device: str = "cpu", workers: int = 0,
          seed: int = 0) -> dict[str, Any]:
     """Generate data, train yolov4-tiny, validate, draw detections; returns the figures and paths."""
-    from scaledyolo.data.dataset import load_data_config
-    from scaledyolo.data.loader import create_dataloader
-    from scaledyolo.data.synthetic import make_synthetic_dataset
-    from scaledyolo.eval.validate import validate
-    from scaledyolo.interop.loading import load_model
-    from scaledyolo.predict import predict
-    from scaledyolo.train.trainer import train
-
     t0 = time.time()
     run_dir = new_run_dir(project, name)
     print(f"demo: writing {n_train} + {n_val} synthetic images to {run_dir / 'data'}")
@@ -56,7 +53,7 @@ def demo(project: str | Path = "runs/demo", name: str = "exp", img: int = IMG, e
     pictures.mkdir(exist_ok=True)
     held_out = [str(p) for p in dataset.image_files[:N_PICTURES]]
     for path, result in zip(held_out, predict(model, held_out, conf=0.25, img=img)):
-        cv2.imwrite(str(pictures / Path(path).name), cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
+        result.save(pictures / Path(path).name)
     minutes = (time.time() - t0) / 60
     summary = {"map50": float(metrics["map50"]), "map": float(metrics["map"]), "minutes": round(minutes, 2),
                "run_dir": str(run_dir), "weights": str(best), "results_csv": str(train_dir / "results.csv"),
