@@ -30,7 +30,7 @@ def predict_map(weights: str, data: str, split: str, img: int, geometry: str) ->
     _, dataset = create_dataloader(load_data_config(data), split, img, 1, stride=model.spec.max_stride)
     results = predict(model, [str(f) for f in dataset.image_files], conf=0.001, iou=0.65, img=img,
                       geometry=geometry, batch=1)
-    preds = [np.concatenate([r.boxes, r.scores[:, None], r.classes[:, None]], 1) for r in results]
+    preds = [r.boxes.data for r in results]
     ap = score_predictions(preds, dataset.labels, [r.orig_shape for r in results], model.num_classes)
     return ap.map, ap.map50
 

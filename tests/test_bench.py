@@ -149,12 +149,13 @@ def test_predict_reuses_the_fast_copy_until_the_weights_change():
 def test_peak_fraction_never_exceeds_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """A convolution faster than the measured matmul is reported as 100 % and flagged, not as 400 %."""
     from scaledyolo import bench
+    from scaledyolo.commands.bench import format_result
 
     monkeypatch.setattr(bench, "measure_peak", lambda dtype, device: {"peak_gflops_s": 1e-6, "mm_gflops_s": 1e-6,
                                                                       "onednn_matmul_gflops_s": None})
     result = benchmark("yolov4-tiny", img=64, runs=1, warmup=0)
     assert result["peak_fraction"] == 1.0 and result["above_peak"]
-    assert "100% of peak (faster than the matmul" in bench.format_result(result)
+    assert "100% of peak (faster than the matmul" in format_result(result)
 
 
 def test_peak_matmul_uses_the_convolutions_math_mode() -> None:

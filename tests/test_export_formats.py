@@ -162,9 +162,9 @@ def test_onnx_nms_in_onnx_runtime_equals_predict(tiny, nms_onnx):
         n = int(count[image])
         boxes = scale_boxes(torch.from_numpy(rows[image, :n, :4].copy()), x.shape[2:], res.orig_shape,
                             ratio_pads[image])
-        np.testing.assert_allclose(boxes.numpy(), res.boxes, rtol=1e-5, atol=1e-2)
-        np.testing.assert_allclose(rows[image, :n, 4], res.scores, atol=1e-5)
-        np.testing.assert_array_equal(rows[image, :n, 5].astype(np.int64), res.classes)
+        np.testing.assert_allclose(boxes.numpy(), res.boxes.xyxy, rtol=1e-5, atol=1e-2)
+        np.testing.assert_allclose(rows[image, :n, 4], res.boxes.conf, atol=1e-5)
+        np.testing.assert_array_equal(rows[image, :n, 5].astype(np.int64), res.boxes.cls)
 
 
 def test_onnx_nms_in_openvino_equals_torch(tiny, nms_onnx):

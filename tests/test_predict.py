@@ -71,8 +71,8 @@ def test_boxes_map_back_to_original_pixels():
         for batch in (1, 3):  # one at a time (stride rectangles unless square) and together (a shared square)
             results = predict(SquareFinder(), images, img=256, batch=batch, geometry=geometry)
             for img, (_, box), res in zip(images, cases, results):
-                assert res.boxes.shape == (1, 4)
-                assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, (geometry, batch, res.boxes, box)
+                assert res.boxes.xyxy.shape == (1, 4)
+                assert np.abs(res.boxes.xyxy[0] - np.array(box)).max() <= 2.0, (geometry, batch, res.boxes, box)
                 assert res.orig_shape == img.shape[:2]
 
 
@@ -96,8 +96,8 @@ def test_tta_boxes_map_back_too():
     """Each TTA run (scaled, flipped) must map its box back onto the same square: one box after NMS."""
     img = square_image(160, 320, (40, 30, 120, 90))
     (res,) = predict(SquareFinder(), img, img=256, tta=True)
-    assert res.boxes.shape == (1, 4)
-    assert np.abs(res.boxes[0] - np.array([40, 30, 120, 90])).max() <= 3.0
+    assert res.boxes.xyxy.shape == (1, 4)
+    assert np.abs(res.boxes.xyxy[0] - np.array([40, 30, 120, 90])).max() <= 3.0
     with torch.inference_mode():
         x = torch.zeros(1, 3, 128, 256)
         x[..., 20:60, 30:90] = 1.0
@@ -117,14 +117,14 @@ def test_predict_on_raccoon_paths_arrays_and_pil(tiny):
     for path, a, b, c in zip(paths, by_path, by_array, by_pil):
         h, w = rgb(Path(path)).shape[:2]
         assert isinstance(a, Results) and a.path == path and b.path is None and a.orig_shape == (h, w)
-        assert a.boxes.shape[1] == 4 and a.boxes.dtype == np.float32 and len(a) > 0
-        assert a.scores.shape == (len(a),) and a.classes.shape == (len(a),) and a.classes.dtype == np.int64
-        assert (a.boxes[:, [0, 2]] >= 0).all() and (a.boxes[:, [0, 2]] <= w).all()
-        assert (a.boxes[:, [1, 3]] >= 0).all() and (a.boxes[:, [1, 3]] <= h).all()
-        assert (a.boxes[:, 2] >= a.boxes[:, 0]).all() and (a.boxes[:, 3] >= a.boxes[:, 1]).all()
-        assert (np.diff(a.scores) <= 0).all()
-        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
-        np.testing.assert_allclose(a.boxes, c.boxes, atol=1e-3)
+        assert a.boxes.xyxy.shape[1] == 4 and a.boxes.xyxy.dtype == np.float32 and len(a) > 0
+        assert a.boxes.conf.shape == (len(a),) and a.boxes.cls.shape == (len(a),) and a.boxes.cls.dtype == np.int64
+        assert (a.boxes.xyxy[:, [0, 2]] >= 0).all() and (a.boxes.xyxy[:, [0, 2]] <= w).all()
+        assert (a.boxes.xyxy[:, [1, 3]] >= 0).all() and (a.boxes.xyxy[:, [1, 3]] <= h).all()
+        assert (a.boxes.xyxy[:, 2] >= a.boxes.xyxy[:, 0]).all() and (a.boxes.xyxy[:, 3] >= a.boxes.xyxy[:, 1]).all()
+        assert (np.diff(a.boxes.conf) <= 0).all()
+        np.testing.assert_allclose(a.boxes.xyxy, b.boxes.xyxy, atol=1e-3)
+        np.testing.assert_allclose(a.boxes.xyxy, c.boxes.xyxy, atol=1e-3)
         picture = a.plot()
         assert picture.shape == (h, w, 3) and picture.dtype == np.uint8 and (picture != rgb(Path(path))).any()
     single = predict(tiny, paths[0], conf=LOW_CONF, img=256)
@@ -133,23 +133,24 @@ def test_predict_on_raccoon_paths_arrays_and_pil(tiny):
     # random-init model's near-equal scores let rounding change NMS's picks, so only the best are compared
     (fast,) = predict(tiny, paths[0], conf=LOW_CONF, img=256, fast=True)
     assert len(fast) == len(single[0])
-    np.testing.assert_allclose(fast.scores[:20], single[0].scores[:20], rtol=1e-4)
+    np.testing.assert_allclose(fast.boxes.conf[:20], single[0].boxes.conf[:20], rtol=1e-4)
     assert len(tiny.predict(rgb(IMAGES[0]), conf=LOW_CONF, img=256)) == 1
 
 
 def test_results_json_txt_and_filters(tiny, tmp_path):
     (res,) = predict(tiny, str(IMAGES[0]), conf=LOW_CONF, img=256, max_det=7)
     assert len(res) == 7
-    items = res.to_json()
+    items = res.summary()
+    assert json.loads(res.to_json()) == items
     assert [set(d) for d in items] == [{"name", "class", "score", "box"}] * 7
     assert items[0]["name"] == tiny.names[items[0]["class"]] and len(items[0]["box"]) == 4
     label = np.loadtxt(res.save_txt(tmp_path / "labels" / "a.txt"), ndmin=2)
     assert label.shape == (7, 5) and (label[:, 1:] >= 0).all() and (label[:, 1:] <= 1).all()
     h, w = res.orig_shape
-    np.testing.assert_allclose(label[:, 3] * w, res.boxes[:, 2] - res.boxes[:, 0], atol=0.01)
-    wanted = int(res.classes[0])
+    np.testing.assert_allclose(label[:, 3] * w, res.boxes.xyxy[:, 2] - res.boxes.xyxy[:, 0], atol=0.01)
+    wanted = int(res.boxes.cls[0])
     (only,) = predict(tiny, str(IMAGES[0]), conf=LOW_CONF, img=256, classes=[tiny.names[wanted]])
-    assert len(only) > 0 and set(only.classes.tolist()) == {wanted}
+    assert len(only) > 0 and set(only.boxes.cls.tolist()) == {wanted}
 
 
 def test_bad_inputs_are_user_errors(tiny, tmp_path):
@@ -255,7 +256,7 @@ def test_grey_rgba_16bit_and_exif_files(tmp_path):
     for name in ("grey.png", "rgba.png", "deep.png"):
         (res,) = predict(SquareFinder(), str(tmp_path / name), img=256)
         assert res.orig_shape == (120, 160)
-        assert np.abs(res.boxes[0] - np.array(box)).max() <= 2.0, name
+        assert np.abs(res.boxes.xyxy[0] - np.array(box)).max() <= 2.0, name
     # stored landscape with EXIF orientation 6 ("rotate 90 clockwise to view"): upright it is portrait
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -265,7 +266,7 @@ def test_grey_rgba_16bit_and_exif_files(tmp_path):
     assert by_path.orig_shape == by_pil.orig_shape == (160, 120)
     upright = (120 - box[3], box[0], 120 - box[1], box[2])  # the square after a 90-degree clockwise turn
     for res in (by_path, by_pil):
-        assert np.abs(res.boxes[0] - np.array(upright)).max() <= 3.0
+        assert np.abs(res.boxes.xyxy[0] - np.array(upright)).max() <= 3.0
 
 
 def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
@@ -309,3 +310,57 @@ def test_checkpoint_remembers_size_data_names_and_geometry(tmp_path, capsys):
     data.rename(data.with_name("moved.yaml"))  # the stored YAML is gone: val says so, naming the weights
     with pytest.raises(UserError, match="not there any more"):
         run_val(str(best), progress=False)
+
+
+def test_results_views_colour_order_and_crops(tiny, tmp_path):
+    """Boxes' views agree with each other, plot() is BGR and is what save() writes, crops cut the boxes."""
+    (res,) = predict(tiny, str(IMAGES[0]), conf=LOW_CONF, img=256, max_det=5)
+    b, (h, w) = res.boxes, res.orig_shape
+    np.testing.assert_allclose(b.xywh[:, :2], (b.xyxy[:, :2] + b.xyxy[:, 2:]) / 2, atol=1e-4)
+    np.testing.assert_allclose(b.xywh[:, 2:], b.xyxy[:, 2:] - b.xyxy[:, :2], atol=1e-4)
+    np.testing.assert_allclose(b.xyxyn * [w, h, w, h], b.xyxy, rtol=1e-5)
+    np.testing.assert_allclose(b.xywhn * [w, h, w, h], b.xywh, rtol=1e-5)
+    assert b.data.shape == (5, 6) and len(b[1:3]) == 2 and b[0].cls[0] == b.cls[0]
+    assert res.names == dict(enumerate(tiny.names)) and res.names[0] == tiny.names[0]
+    bgr = res.plot()
+    np.testing.assert_array_equal(bgr[..., ::-1], draw_rgb(res))
+    saved = res.save(tmp_path / "a.png")
+    np.testing.assert_array_equal(cv2.imread(str(saved)), bgr)  # png: lossless, and cv2 reads BGR
+    crops = res.save_crop(tmp_path / "crops", file_name="a.jpg")
+    assert len(crops) == len({tuple(map(int, box)) for box in b.xyxy}) and all(p.is_file() for p in crops)
+    assert {p.parent.name for p in crops} == {res.names[int(c)] for c in b.cls}
+    x1, y1, x2, y2 = b.xyxy[0]
+    assert cv2.imread(str(crops[0])).shape[:2] == (math.ceil(y2) - int(y1), math.ceil(x2) - int(x1))
+
+
+def draw_rgb(res) -> np.ndarray:
+    from scaledyolo.drawing import draw_boxes
+
+    return draw_boxes(res.orig_img, res.boxes.xyxy, res.boxes.cls, res.boxes.conf, list(res.names.values()))
+
+
+def test_loaded_model_called_on_a_path_predicts_and_tensors_still_run_forward():
+    """Issue 15's check: `scaledyolo.load(w)("bus.jpg")[0]`; a model without a predictor refuses pictures."""
+    model = scaledyolo.build_model("yolov4-tiny").eval()
+    (res,) = model(str(IMAGES[0]), conf=LOW_CONF, img=256, max_det=3)
+    assert res.boxes.xyxy.shape == (3, 4) and res.boxes.conf.shape == (3,) and res.names[0] == model.names[0]
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 64, 64)).shape[-1] == 85
+    from scaledyolo.models.yolo import build_model as build_network
+
+    with pytest.raises(TypeError, match="image tensors"):
+        build_network("yolov4-tiny")(str(IMAGES[0]))
+
+
+def test_detector_methods_are_the_commands_functions(tmp_path):
+    """Detector's methods give what the library functions behind the CLI commands give."""
+    from scaledyolo.models.analysis import model_report
+
+    det = scaledyolo.Detector("yolov4-tiny", device="cpu")
+    assert not isinstance(det, nn.Module) and isinstance(det.model, nn.Module) and not det.model.training
+    assert det.info(img=256) == model_report(det.model, img_size=256)
+    a = det(str(IMAGES[0]), conf=LOW_CONF, img=256)
+    b = predict(det.model, str(IMAGES[0]), conf=LOW_CONF, img=256)
+    np.testing.assert_array_equal(a[0].boxes.data, b[0].boxes.data)
+    summary = det.predict(str(IMAGES[0]), save=True, save_dir=str(tmp_path / "run"), img=256, progress=False)
+    assert summary["images"] == 1 and (tmp_path / "run" / IMAGES[0].name).is_file()

@@ -93,7 +93,7 @@ def test_python_api_defaults_find_every_confident_darknet_box(reference) -> None
     assert model.geometry == "square" and model.spec.img_size == 416
     for photo in PHOTOS:
         (res,) = model.predict(str(photo))
-        assert not _missing(reference[photo.name], res.boxes, res.scores, res.classes, res.orig_shape), photo.name
+        assert not _missing(reference[photo.name], res.boxes.xyxy, res.boxes.conf, res.boxes.cls, res.orig_shape), photo.name
 
 
 def test_cli_predict_defaults_find_every_confident_darknet_box(reference, tmp_path: Path, capsys) -> None:
@@ -117,7 +117,7 @@ def test_converted_checkpoint_keeps_the_darknet_geometry(reference, tmp_path: Pa
     model = scaledyolo.load(convert(CFG, output=tmp_path / "tiny.pt"))
     assert model.geometry == "square" and model.spec.img_size == 416
     (res,) = model.predict(str(PHOTOS[0]))
-    assert not _missing(reference[PHOTOS[0].name], res.boxes, res.scores, res.classes, res.orig_shape)
+    assert not _missing(reference[PHOTOS[0].name], res.boxes.xyxy, res.boxes.conf, res.boxes.cls, res.orig_shape)
 
 
 def test_rect_override_is_not_darknet(reference) -> None:
@@ -126,5 +126,5 @@ def test_rect_override_is_not_darknet(reference) -> None:
     lost = []
     for photo in PHOTOS:
         (res,) = model.predict(str(photo), geometry="rect")
-        lost += _missing(reference[photo.name], res.boxes, res.scores, res.classes, res.orig_shape)
+        lost += _missing(reference[photo.name], res.boxes.xyxy, res.boxes.conf, res.boxes.cls, res.orig_shape)
     assert lost
