@@ -39,14 +39,6 @@ HIDDEN_ALLOWED = {
     ("scaledyolo.export", "scaledyolo.interop.openvino"),
     ("scaledyolo.export", "scaledyolo.interop.quantize"),
 }
-# Known and owned elsewhere: the darknet-born members are still built by interop.darknet through the
-# models' architecture table (issue 14 item 2 rebuilds tiny/csp from named blocks and ends this).
-# Delete each entry once it no longer occurs (test_pending_exceptions_still_occur says when).
-PENDING = {
-    ("scaledyolo.models.architectures", "scaledyolo.interop.darknet"),
-    ("scaledyolo.interop.darknet", "scaledyolo.models.architectures"),
-    ("scaledyolo.interop.darknet", "scaledyolo.models.yolo"),
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -149,7 +141,7 @@ def test_every_module_is_on_a_floor():
 
 
 def test_the_graph_is_acyclic_and_points_down():
-    all_edges = [e for e in edges() if (e[0], e[1]) not in PENDING]
+    all_edges = edges()
     graph: dict[str, set[str]] = {}
     for a, b, _ in all_edges:
         # a package's own __init__ importing its submodules is how a package exports them, not a dependency
@@ -162,14 +154,8 @@ def test_the_graph_is_acyclic_and_points_down():
 
 
 def test_no_import_hides_inside_a_function():
-    hidden = sorted({(a, b) for a, b, is_hidden in edges() if is_hidden} - HIDDEN_ALLOWED - PENDING)
+    hidden = sorted({(a, b) for a, b, is_hidden in edges() if is_hidden} - HIDDEN_ALLOWED)
     assert hidden == []
-
-
-def test_pending_exceptions_still_occur():
-    """An exception that no longer occurs must leave PENDING, so the rule tightens once the code does."""
-    present = {(a, b) for a, b, _ in edges()}
-    assert PENDING <= present, f"remove from PENDING: {sorted(PENDING - present)}"
 
 
 def _fresh_import(module: str) -> str | None:
