@@ -131,18 +131,6 @@ class FastConv(nn.Module):
         return fast_mish(y) if self.mish else y
 
 
-class _Affine(nn.Module):
-    """Per-channel scale and shift (the part of a shared post-concat BN that cannot be folded)."""
-
-    def __init__(self, scale: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.register_buffer("scale", scale.to(dtype).view(1, -1, 1, 1))
-        self.register_buffer("shift", shift.to(dtype).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x, self.scale)
-
-
 class _FastCSP(nn.Module):
     """BottleneckCSP (its post-concat BN already folded into `cv3` and `cv2`) with Mish applied per half."""
 
@@ -164,7 +152,8 @@ class _FastCSP2(nn.Module):
         super().__init__()
         first = affine.scale.numel() - bypass.out_channels
         self.head, self.main, self.out = make(head), make(main), make(out)
-        self.affine = _Affine(affine.scale.flatten()[:first], affine.shift.flatten()[:first], make.dtype)
+        like = torch.empty(0, dtype=make.dtype, device=affine.scale.device)
+        self.affine = ChannelAffine(affine.scale.flatten()[:first], affine.shift.flatten()[:first], like)
         self.act = copy.deepcopy(act)
         self.bypass = make.conv(bypass, act)
         self.bypass_from_input = bypass_from_input
