@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "annotated pictures (and annotated mp4 videos for video sources) to --save-dir "
                                    "(default runs/predict/exp, exp2, ...), optional YOLO labels and a JSON list, and "
                                    "prints one summary line with the time per picture spent in preprocessing, the "
-                                   "model, NMS and drawing. Unreadable files in a folder or glob are named and skipped.")
+                                   "model, NMS and drawing, and the objects found per class (--verbose: one line per "
+                                   "picture too). Unreadable files in a folder or glob are named and skipped. An "
+                                   "http(s) URL ending in an image suffix is read as an image; other URLs and webcam "
+                                   "indices are opened as video.")
     p.add_argument("--weights", required=True, help=f"weights file (any format) or member name for random weights "
                                                     f"({MEMBERS_HELP})")
     p.add_argument("--source", required=True, help="image, video, folder, glob ('imgs/*.jpg'), stream URL or webcam "
@@ -248,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time augmentation (scales 1, 0.83, 0.67; flip)")
     p.add_argument("--device", default=None, help="cpu, cuda, 0, ... (default: the first GPU, else the CPU)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+    p.add_argument("--vid-stride", type=int, default=1, metavar="N", help="of videos and streams, every N-th frame")
+    p.add_argument("--agnostic-nms", action="store_true", help="boxes of different classes suppress each other")
+    p.add_argument("--line-width", type=int, default=None, metavar="PX",
+                   help="box line width (default: grows with the picture size)")
+    p.add_argument("--hide-labels", action="store_true", help="draw boxes without class names or scores")
+    p.add_argument("--hide-conf", action="store_true", help="draw class names without scores")
+    p.add_argument("--save-crop", action="store_true", help="write each box cut from its picture under crops/CLASS/")
+    p.add_argument("--show", action="store_true",
+                   help="show annotated pictures in a window where a display exists (else a warning)")
     handlers["predict"] = predict.run
 
     p = sub.add_parser("bench", help="latency, images/s and achieved GFLOP/s vs the machine's measured peak",

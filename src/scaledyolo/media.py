@@ -1,6 +1,9 @@
 """Pictures and videos in and out for `predict`: what a `--source` names, frames as RGB, atomic writers.
 
-A source is an image file, a video file, a folder, a glob pattern, a stream URL or a webcam index.
+A source is an image file, a video file, a folder, a glob pattern, an image URL, a stream URL or a
+webcam index. An http(s) URL whose path ends in an image suffix (`https://host/bus.jpg?x=1`) is an
+image: downloaded into memory (at most `MAX_URL_BYTES`) and decoded as files are, pixel limit included;
+any other URL (rtsp, an http stream) and a webcam index are opened as video.
 Files named one by one must be readable (else `UserError`); files found in a folder or by a glob
 that cannot be read are named in a logged warning (`scaledyolo.logs`) and skipped, so one bad file
 never stops a long run.
@@ -15,6 +18,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +29,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from scaledyolo.data.image_decode import ImageError, decode_image
+from scaledyolo.data.image_decode import ImageError, decode_image, decode_image_bytes
 from scaledyolo.drawing import write_image as encode_image
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path, display_path
@@ -31,6 +37,10 @@ from scaledyolo.files import atomic_path, display_path
 LOGGER = logging.getLogger("scaledyolo.media")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jfif", ".pbm", ".pgm", ".ppm",
+                  ".dib", ".jp2", ".sr", ".ras"}
+MAX_URL_BYTES = 64 << 20  # an image URL's download stops past this (a 8192 x 8192 PNG is rarely bigger)
+URL_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -40,7 +50,34 @@ class Frame:
     rgb: np.ndarray
     path: str | None = None
     frame: int | None = None
-    fps: float | None = None  # frame rate of the video it belongs to
+    fps: float | None = None  # frame rate of the frames taken from its video (the video's / vid_stride)
+
+
+def is_image_url(text: str) -> bool:
+    """An http(s) URL whose path ends in an image suffix (queries and fragments aside)."""
+    if not text.lower().startswith(("http://", "https://")):
+        return False
+    return Path(urllib.parse.urlsplit(text).path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image_url(url: str, max_bytes: int = MAX_URL_BYTES) -> np.ndarray:
+    """An image URL downloaded into memory (at most `max_bytes`) and decoded as `read_image` decodes
+    files (header pixel limit, truncation checks): 8-bit RGB. `UserError` naming the URL otherwise."""
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 (http(s) only)
+            data = response.read(max_bytes + 1)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"cannot download this image ({getattr(exc, 'reason', None) or exc})", url) from None
+    if len(data) > max_bytes:
+        raise UserError(f"image download is larger than {max_bytes:,} bytes", url)
+    notes: list[str] = []
+    try:
+        bgr = decode_image_bytes(np.frombuffer(data, dtype=np.uint8), check=True, notes=notes)
+    except ImageError as exc:
+        raise UserError(str(exc), url) from None
+    for note in notes:
+        LOGGER.warning("%s: %s", url, note)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -104,7 +141,8 @@ def _is_glob(text: str) -> bool:
 
 
 def _is_live(text: str) -> bool:
-    return text.isdigit() or text.lower().startswith(STREAM_PREFIXES)
+    """A webcam index or a stream URL (an image URL is not live: it is one picture)."""
+    return text.isdigit() or (text.lower().startswith(STREAM_PREFIXES) and not is_image_url(text))
 
 
 def expand_source(source: str | Path) -> tuple[list[Path | str], bool]:
@@ -113,7 +151,7 @@ def expand_source(source: str | Path) -> tuple[list[Path | str], bool]:
     Hidden files are left out of folders and globs.
     """
     text = str(source)
-    if _is_live(text):
+    if _is_live(text) or is_image_url(text):
         return [text], False
     path = Path(text).expanduser()
     if path.is_dir():
@@ -132,9 +170,10 @@ def expand_source(source: str | Path) -> tuple[list[Path | str], bool]:
     raise UserError("source not found (expected an image, video, folder, glob, URL or webcam index)", text)
 
 
-def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Frame]:
+def _video_frames(source: str | Path, capture: cv2.VideoCapture, vid_stride: int = 1) -> Iterator[Frame]:
+    """Frames 0, N, 2N, ... (N = `vid_stride`; the others are grabbed, not decoded), numbered as in the video."""
     fps = capture.get(cv2.CAP_PROP_FPS)
-    fps = fps if 0 < fps < 1000 else 30.0
+    fps = (fps if 0 < fps < 1000 else 30.0) / vid_stride
     index = 0
     try:
         while True:
@@ -143,6 +182,10 @@ def _video_frames(source: str | Path, capture: cv2.VideoCapture) -> Iterator[Fra
                 break
             yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(source), index, fps)
             index += 1
+            for _ in range(vid_stride - 1):
+                if not capture.grab():
+                    return
+                index += 1
     finally:
         capture.release()
 
@@ -157,20 +200,26 @@ def open_video(source: str | Path) -> cv2.VideoCapture:
     return capture
 
 
-def iter_frames(items: list[Any], skip_bad: bool = False, skipped: list[str] | None = None) -> Iterator[Frame]:
-    """Frames of image paths, videos, streams, arrays and PIL images, in order.
+def iter_frames(items: list[Any], skip_bad: bool = False, skipped: list[str] | None = None,
+                vid_stride: int = 1) -> Iterator[Frame]:
+    """Frames of image paths, image URLs, videos, streams, arrays and PIL images, in order; of videos and
+    streams every `vid_stride`-th frame only.
 
     With `skip_bad`, an unreadable file is named in a logged warning and skipped instead of raising
     (and appended to `skipped`, for the end-of-run summary).
     """
+    if vid_stride < 1:
+        raise UserError(f"vid_stride must be 1 or more, got {vid_stride}")
     for item in items:
         if not isinstance(item, (str, Path)):
             yield Frame(to_rgb(item))
             continue
         text = str(item)
         try:
-            if is_video(text) or _is_live(text):
-                yield from _video_frames(text, open_video(text))
+            if isinstance(item, str) and is_image_url(text):
+                yield Frame(read_image_url(text), text)
+            elif is_video(text) or _is_live(text):
+                yield from _video_frames(text, open_video(text), vid_stride)
             else:
                 yield Frame(read_image(text), text)
         except UserError as exc:
@@ -181,7 +230,7 @@ def iter_frames(items: list[Any], skip_bad: bool = False, skipped: list[str] | N
                 skipped.append(text)
 
 
-def count_frames(items: list[Any]) -> int | None:
+def count_frames(items: list[Any], vid_stride: int = 1) -> int | None:
     """Pictures the items will give (video frame counts from their headers), or None when unknown."""
     total = 0
     for item in items:
@@ -195,7 +244,7 @@ def count_frames(items: list[Any]) -> int | None:
                 continue
             n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
             capture.release()
-            total += max(n, 1)
+            total += max(-(-n // vid_stride), 1)
         else:
             total += 1
     return total

@@ -100,6 +100,11 @@ def decode_image(path: str | Path, check: bool = False, notes: list[str] | None 
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+    return decode_image_bytes(buf, check, notes)
+
+
+def decode_image_bytes(buf: np.ndarray, check: bool = False, notes: list[str] | None = None) -> np.ndarray:
+    """`decode_image` of an encoded image already in memory (uint8 bytes; a downloaded picture), same checks."""
     if buf.size == 0:
         raise ImageError("empty file")
     head, tail = buf[:8].tobytes(), buf[-1024:].tobytes()

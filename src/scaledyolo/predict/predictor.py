@@ -4,8 +4,9 @@ The pipeline is the official detect's: letterbox to the model's input size (keep
 ratio, padded grey; into the square or the smallest stride-multiple rectangle, as the weights
 expect: see `scaledyolo.geometry`), an eval-mode forward under `torch.inference_mode()`
 (optionally with the official test-time augmentation), NMS, and boxes mapped back to the original
-pixels and clipped. `predict` returns a list of `Results`; `scaledyolo.predict.run` writes them into a
-run folder (the `scaledyolo predict` command).
+pixels and clipped. `predict` returns a list of `Results`, or with `stream=True` a generator that
+yields them batch by batch and keeps none (constant memory over an hour of video);
+`scaledyolo.predict.run` writes them into a run folder (the `scaledyolo predict` command).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
                  classes: Sequence[int] | None = None, max_det: int = MAX_DET, tta: bool = False,
                  device: str | torch.device | None = None, keep_images: bool = True, fast: bool = False,
-                 geometry: str | None = None) -> None:
+                 geometry: str | None = None, agnostic: bool = False) -> None:
         if not 0 <= conf <= 1 or not 0 <= iou <= 1:
             raise UserError(f"conf and iou must be within 0-1, got {conf} and {iou}")
         self.model = model if device is None else model.to(select_device(device))
@@ -87,7 +88,9 @@ class Predictor:
         self.geometry = model_geometry(model, geometry)
         if fast and isinstance(model, YOLO) and self.dtype == torch.float32:
             self.model = cached_inference_model(model, device=self.device, img_size=self.size)
-        self.conf, self.iou, self.max_det, self.tta = conf, iou, max_det, tta
+        if max_det < 1:
+            raise UserError(f"max_det must be 1 or more, got {max_det}")
+        self.conf, self.iou, self.max_det, self.tta, self.agnostic = conf, iou, max_det, tta, agnostic
         self.keep_images = keep_images
         self.totals = dict.fromkeys(STAGES, 0.0)
         self.count = 0
@@ -120,7 +123,8 @@ class Predictor:
             self.model.train(was_training)
         synchronize(self.device)
         t2 = time.perf_counter()
-        dets = non_max_suppression(out.float(), self.conf, self.iou, classes=self.classes, max_det=self.max_det)
+        dets = non_max_suppression(out.float(), self.conf, self.iou, classes=self.classes, agnostic=self.agnostic,
+                                   max_det=self.max_det)
         results = []
         for frame, det, ratio_pad in zip(frames, dets, ratio_pads):
             shape = frame.rgb.shape[:2]
@@ -128,7 +132,8 @@ class Predictor:
             orig_shape = (int(shape[0]), int(shape[1]))
             results.append(Results(Boxes(boxes, det[:, 4].cpu().numpy(), det[:, 5].cpu().numpy(), orig_shape),
                                    dict(enumerate(self.names)), orig_shape, frame.path, frame.frame,
-                                   frame.rgb if self.keep_images else None))
+                                   frame.rgb if self.keep_images else None,
+                                   input_shape=(int(x.shape[2]), int(x.shape[3]))))
         t3 = time.perf_counter()
         n = len(frames)
         for res in results:
@@ -169,10 +174,17 @@ def _as_items(images: Any) -> tuple[list[Any], bool]:
     raise UserError(f"expected paths, HxWx3 RGB numpy arrays or PIL images, got {type(images).__name__}")
 
 
+def _stream(predictor: Predictor, frames: Iterable[Frame], batch: int) -> Iterator[Results]:
+    """Results batch by batch; nothing is kept once yielded."""
+    for chunk in _batches(frames, batch):
+        yield from predictor(chunk)
+
+
 def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
             classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
             augment: bool = False, device: str | torch.device | None = None, batch: int = 8,
-            fast: bool = True, geometry: str | None = None) -> list[Results]:
+            fast: bool = True, geometry: str | None = None, stream: bool = False, vid_stride: int = 1,
+            agnostic_nms: bool = False) -> list[Results] | Iterator[Results]:
     """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
     HxWx3 RGB uint8 numpy arrays or PIL images.
 
@@ -182,11 +194,15 @@ def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float 
     `classes`: keep only these (indices or names). `tta` (or its alias `augment`): the official
     test-time augmentation. `device`: move the model there first.
     `fast`: run the fused, pre-packed copy of the model (cached; `fast=False` runs the model as it is).
+    `stream`: return a generator instead of a list (results made batch by batch as it is iterated,
+    none kept by predict). `vid_stride`: of videos and streams every N-th frame only. `agnostic_nms`:
+    boxes of different classes suppress each other. An http(s) URL ending in an image suffix is read
+    as an image (see `scaledyolo.media`); other URLs and webcam indices are opened as video.
     """
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
-                          tta=tta or augment, device=device, fast=fast, geometry=geometry)
+                          tta=tta or augment, device=device, fast=fast, geometry=geometry, agnostic=agnostic_nms)
     items, skip_bad = _as_items(images)
-    results: list[Results] = []
-    for frames in _batches(iter_frames(items, skip_bad=skip_bad), max(1, batch)):
-        results.extend(predictor(frames))
-    return results
+    if vid_stride < 1:
+        raise UserError(f"vid_stride must be 1 or more, got {vid_stride}")
+    results = _stream(predictor, iter_frames(items, skip_bad=skip_bad, vid_stride=vid_stride), max(1, batch))
+    return results if stream else list(results)

@@ -29,6 +29,14 @@ from scaledyolo.media import write_image
 from scaledyolo.ops.boxes import xyxy2xywh
 
 
+def plural(name: str, count: int) -> str:
+    """A class name for `count` objects: "person" -> "persons", "bus" -> "buses"; a name not ending in a
+    letter ("class 3", "7") stays as it is."""
+    if count == 1 or not name[-1:].isalpha():
+        return name
+    return name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+
+
 class Boxes:
     """The detections of one picture (see the module docstring for each view's shape and units)."""
 
@@ -74,7 +82,8 @@ class Boxes:
 @dataclass
 class Results:
     """Detections on one picture: `boxes`, `names` {id: name}, `orig_shape` (h, w), `path` (None for
-    arrays), `frame` (its number in a video), `orig_img` (RGB, when kept) and `speed` (ms per stage)."""
+    arrays), `frame` (its number in a video), `orig_img` (RGB, when kept), `speed` (ms per stage) and
+    `input_shape` (h, w of the letterboxed model input)."""
 
     boxes: Boxes
     names: dict[int, str]
@@ -83,6 +92,7 @@ class Results:
     frame: int | None = None
     orig_img: np.ndarray | None = field(default=None, repr=False)
     speed: dict[str, float] = field(default_factory=dict)
+    input_shape: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -95,16 +105,23 @@ class Results:
             raise ValueError("these results keep no picture (predict with keep_images=True)")
         return self.orig_img
 
-    def plot(self, line_width: int | None = None, labels: bool = True) -> np.ndarray:
-        """A BGR copy of the picture with boxes, class names and scores drawn on it (cv2's order)."""
+    def plot(self, line_width: int | None = None, labels: bool = True, conf: bool = True) -> np.ndarray:
+        """A BGR copy of the picture with boxes, class names (unless `labels=False`) and scores (unless
+        `conf=False`) drawn on it (cv2's order)."""
         names = [self.class_name(c) for c in range(max(self.names, default=-1) + 1)]
-        rgb = draw_boxes(self._picture(), self.boxes.xyxy, self.boxes.cls, self.boxes.conf, names, line_width,
-                         labels)
+        rgb = draw_boxes(self._picture(), self.boxes.xyxy, self.boxes.cls, self.boxes.conf if conf else None,
+                         names, line_width, labels)
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
-    def save(self, path: str | Path, line_width: int | None = None, labels: bool = True) -> Path:
+    def save(self, path: str | Path, line_width: int | None = None, labels: bool = True, conf: bool = True) -> Path:
         """Write `plot()` atomically (encoded by the suffix; .jpg where OpenCV cannot write it); its path."""
-        return write_image(Path(path), self.plot(line_width, labels), bgr=True)
+        return write_image(Path(path), self.plot(line_width, labels, conf), bgr=True)
+
+    def verbose(self) -> str:
+        """Detections counted per class, in class order: "4 persons, 1 bus" ("(no detections)" for none)."""
+        counts = np.bincount(self.boxes.cls) if len(self.boxes) else np.zeros(0, np.int64)
+        parts = [f"{n} {plural(self.class_name(c), int(n))}" for c, n in enumerate(counts) if n]
+        return ", ".join(parts) or "(no detections)"
 
     def summary(self, decimals: int = 5) -> list[dict[str, Any]]:
         """One dict per detection: name, class, score, box [x1, y1, x2, y2] in original pixels."""
