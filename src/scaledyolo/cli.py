@@ -18,13 +18,15 @@ from typing import Callable
 import torch
 
 from scaledyolo.bench import BACKENDS
+from scaledyolo import __version__
 from scaledyolo.commands import bench, data, export, info, predict, train, val, weights
+from scaledyolo.commands.options import Parser, add_device, add_img, add_model
 from scaledyolo.data.dataset import SPLITS
 from scaledyolo.devices import PRECISIONS, TRAIN_PRECISIONS
 from scaledyolo.errors import ScaledYoloError, printable
 from scaledyolo.export import EXPORT_FORMATS
 from scaledyolo.logs import install_cli_handler
-from scaledyolo.models.spec import MEMBERS
+from scaledyolo.models.spec import DEFAULT_MEMBER, MEMBERS
 from scaledyolo.train.schedule import OPTIMIZERS
 
 MEMBERS_HELP = ", ".join(MEMBERS)
@@ -45,10 +47,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scaledyolo",
         description="Scaled-YOLOv4 object detection: build, train, evaluate, detect, convert, export, benchmark.",
     )
+    parser.add_argument("--version", action="version", version=f"scaledyolo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(params, GFLOPs, output shape, activation memory) and the paper's CIO. "
                                    f"MODEL is a member name ({MEMBERS_HELP}), a spec YAML or a weights file.")
     p.add_argument("model", nargs="?", help="member name, spec YAML or weights file")
-    p.add_argument("--img", type=int, default=None, help="input size in pixels (default: the member's native size)")
+    add_model(p, MEMBERS_HELP, dest="model_option", help="the same as MODEL")
+    add_img(p, None, "input size in pixels (default: the member's native size)")
     p.add_argument("--json", action="store_true", help="print JSON (params, gflops, stages, ...)")
     p.add_argument("--paper", action="store_true",
                    help="reproduce the paper's FLOPs analysis of CSP-ized ResNet/ResNeXt/Darknet layers and OSA CIO")
@@ -67,25 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a model on a split of a data YAML: mAP@[.5:.95], mAP50, mAP75, AP by "
                                    "object size and per-class AP (all computed by pycocotools), precision/recall "
                                    "at the best F1, optional PR-curve and confusion-matrix pictures.")
-    p.add_argument("--weights", required=True,
-                   help=f"weights file (our checkpoint, darknet cfg, official .pt) or a member name ({MEMBERS_HELP}; "
-                        "random weights, for speed checks)")
+    add_model(p, MEMBERS_HELP, required=True)
     p.add_argument("--data", default=None,
                    help="data YAML (default: the one our checkpoint was trained on, if it is still there)")
-    p.add_argument("--img", type=int, default=None,
-                   help="inference size in pixels (default: the training size of our checkpoints, else the "
+    add_img(p, None, "inference size in pixels (default: the training size of our checkpoints, else the "
                         "member's native size; rounded up to the stride)")
     p.add_argument("--batch", type=int, default=32, help="batch size")
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (keep low for mAP)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold")
     p.add_argument("--split", default="val", choices=SPLITS, help="which split to evaluate")
-    p.add_argument("--save-json", metavar="FILE", help="write the COCO results list (original pixels) to FILE")
+    p.add_argument("--save-json", nargs="?", const="", metavar="FILE",
+                   help="write the COCO results list (original pixels) to FILE (no FILE: the run folder's "
+                        "predictions.json)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (0-1 floats)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: scales 1, 0.83, 0.67 with a flip")
     p.add_argument("--subnet", metavar="LEVELS",
                    help="once-for-all subnet: keep only these output levels, e.g. p7-p7 or p7-p7-p6")
-    p.add_argument("--plots", metavar="DIR", help="write PR curve, confusion matrix and batch pictures to DIR")
-    p.add_argument("--device", default="", help="cpu, 0, cuda:0 ... (default: first GPU if any, else CPU)")
+    p.add_argument("--plots", nargs="?", const="", metavar="DIR",
+                   help="write PR curves, confusion matrices and batch pictures to DIR (no DIR: the run folder)")
+    p.add_argument("--project", default="runs/val", help="parent of the numbered run folder (--plots, --save-json)")
+    p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ...)")
+    add_device(p)
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
     _add_geometry(p, "batches letterboxed")
     handlers["val"] = val.run
@@ -98,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data YAML")
     p.add_argument("--json", action="store_true", help="print {split: {images, boxes, problems, ...}} as JSON")
     p.add_argument("--preview", metavar="FILE", help="write a picture of one augmented training batch (.png/.jpg)")
-    p.add_argument("--model", default="yolov4-csp", help=f"whose anchors to fit ({MEMBERS_HELP})")
-    p.add_argument("--img", type=int, default=640, help="training size in pixels for the anchor fit")
+    add_model(p, MEMBERS_HELP, dest="model", help=f"whose anchors to fit: member name ({MEMBERS_HELP}), spec "
+                                                 f"YAML or weights file (default {DEFAULT_MEMBER})")
+    add_img(p, 640, "training size in pixels for the anchor fit")
     p.add_argument("--preview-img", type=int, default=320, help="tile size of the --preview picture")
     p.add_argument("--hyp", default="scratch", help="augmentation recipe for --preview: scratch, finetune or a YAML")
     handlers["data"] = data.run
@@ -112,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "events. Many GPUs or processes: torchrun --nproc_per_node K -m scaledyolo train ...")
     p.add_argument("--model", default=None,
                    help=f"member name ({MEMBERS_HELP}), spec YAML, or weights file to start from "
-                        "(default: the architecture of --weights, else yolov4-csp)")
+                        f"(default: the architecture of --weights, else {DEFAULT_MEMBER})")
     p.add_argument("--data", help="data YAML")
-    p.add_argument("--img", type=int, default=640, help="training and validation size in pixels")
+    add_img(p, 640, "training and validation size in pixels")
     p.add_argument("--epochs", type=int, default=300, help="number of epochs")
     p.add_argument("--batch", type=int, default=16, help="total batch size (over all processes)")
-    p.add_argument("--device", default="", help="cpu, 0, 0,1 ... (default: first GPU if any, else CPU)")
+    add_device(p)
     p.add_argument("--project", default="runs/train", help="folder of the run folders")
     p.add_argument("--name", default="exp", help="run folder name (never overwritten: exp2, exp3 ...)")
     p.add_argument("--weights", help="initial weights (ours, darknet .cfg/.weights, official .pt); layers are "
@@ -169,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mAP50-95 and draws its detections. Everything goes to PROJECT/NAME.")
     p.add_argument("--project", default="runs/demo", help="folder of the demo run folders")
     p.add_argument("--name", default="exp", help="run folder name (exp, exp2 ...)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or a GPU index")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print the summary (map50, map, paths) as JSON")
     handlers["demo"] = train.run_demo
 
@@ -194,15 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "NNCF calibrated on --data's val split or a --calib folder). torchscript: traced "
                                    "and frozen. darknet: cfg + weights (tiny, csp and darknet-cfg models) that "
                                    "convert back bit-exactly.")
-    p.add_argument("--weights", required=True, help=f"weights file (any format) or member name ({MEMBERS_HELP})")
+    add_model(p, MEMBERS_HELP, required=True)
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS,
                    help="output format")
-    p.add_argument("--img", type=int, default=None,
-                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+    add_img(p, None, "input size (default: the training size of our checkpoints, else the model's native size; "
                         "rounded up to the stride)")
-    p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml; default WEIGHTS-STEM.onnx "
-                                    "...) or folder (darknet: FOLDER/WEIGHTS-STEM.cfg and .weights); never one of "
-                                    "the inputs, an existing other file is replaced (said on stderr)")
+    p.add_argument("--output", help="output file (onnx, torchscript; openvino: NAME.xml) or folder (there: "
+                                    "WEIGHTS-STEM.onnx ...; darknet: WEIGHTS-STEM.cfg and .weights); default the run "
+                                    "folder; never one of the inputs, an existing other file is replaced")
+    p.add_argument("--project", default="runs/export", help="parent of the numbered run folder (without --output)")
+    p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ...)")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: free batch, height and width")
     p.add_argument("--half", action="store_true", help="fp16 weights (ONNX, TorchScript: fp16 input too, for GPUs)")
     p.add_argument("--nms", action="store_true", help="ONNX/OpenVINO: end the graph in predict's NMS (fixed-size "
@@ -227,12 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "picture too). Unreadable files in a folder or glob are named and skipped. An "
                                    "http(s) URL ending in an image suffix is read as an image; other URLs and webcam "
                                    "indices are opened as video.")
-    p.add_argument("--weights", required=True, help=f"weights file (any format) or member name for random weights "
-                                                    f"({MEMBERS_HELP})")
+    add_model(p, MEMBERS_HELP, required=True)
     p.add_argument("--source", required=True, help="image, video, folder, glob ('imgs/*.jpg'), stream URL or webcam "
                                                    "index (0)")
-    p.add_argument("--img", type=int, default=None,
-                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+    add_img(p, None, "input size (default: the training size of our checkpoints, else the model's native size; "
                         "rounded up to the stride)")
     _add_geometry(p, "pictures letterboxed")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class probability)")
@@ -249,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-conf", action="store_true", help="with --save-txt, add the score to each label line")
     p.add_argument("--nosave", action="store_true", help="do not write annotated pictures or videos")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (scales 1, 0.83, 0.67; flip)")
-    p.add_argument("--device", default=None, help="cpu, cuda, 0, ... (default: the first GPU, else the CPU)")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
     p.add_argument("--vid-stride", type=int, default=1, metavar="N", help="of videos and streams, every N-th frame")
     p.add_argument("--agnostic-nms", action="store_true", help="boxes of different classes suppress each other")
@@ -267,13 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the median of --runs calls on a random batch. Prints latency, images/s, the "
                                    "model's GFLOPs at --img, the GFLOP/s achieved and its fraction of the peak of a "
                                    "same-dtype matrix multiplication measured in the same run.")
-    p.add_argument("--model", default=None, help=f"member name ({MEMBERS_HELP}) or spec YAML (random weights)")
-    p.add_argument("--weights", default=None, help="weights file (any format scaledyolo.load reads)")
-    p.add_argument("--img", type=int, default=None,
-                   help="input size (default: the training size of our checkpoints, else the model's native size; "
+    add_model(p, MEMBERS_HELP)
+    add_img(p, None, "input size (default: the training size of our checkpoints, else the model's native size; "
                         "rounded up to the stride)")
     p.add_argument("--batch", type=int, default=1, help="images per call")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, 0, ... (default: cpu)")
+    add_device(p)
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch: our fast path (default); onnxruntime/openvino: our ONNX export on that runtime")
     p.add_argument("--precision", default=None, choices=list(PRECISIONS),
@@ -301,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         _add_common(p)
-    parser.set_defaults(_handlers=handlers)
+    parser.set_defaults(_handlers=handlers, _subparsers=sub.choices)
     return parser
 
 

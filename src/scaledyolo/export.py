@@ -58,7 +58,8 @@ def export(weights: str | Path | YOLO, format: str = "onnx", output: str | Path 
     (openvino) quantises with NNCF, calibrated on up to `calib_images` (default 300) pictures of
     `data`'s val split or of the folder `calib`. Darknet files are `OUTPUT/STEM.cfg` and
     `OUTPUT/STEM.weights`, STEM the weights argument's stem (never a name stored in the file); a model
-    object (`Detector.export`) is exported as it is, named after its member.
+    object (`Detector.export`) is exported as it is, named after its member. An existing folder as
+    `output` receives the default file name (the CLI passes its numbered run folder, runs/export/exp).
     """
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
@@ -85,7 +86,7 @@ def export(weights: str | Path | YOLO, format: str = "onnx", output: str | Path 
             raise UserError("TorchScript export is traced at one size; --dynamic is for ONNX")
         default = f"{stem}{'-int8' if int8 else '-fp16' if half else ''}.xml" if format == "openvino" \
             else f"{stem}.{format}"
-        outputs = [Path(output or default)]
+        outputs = [Path(output) / default if output and Path(output).is_dir() else Path(output or default)]
         if format == "openvino" and outputs[0].suffix.lower() == ".xml":
             outputs.append(outputs[0].with_suffix(".bin"))
     check_outputs(outputs, ([] if given else input_files(weights)) + [data])

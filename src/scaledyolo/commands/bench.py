@@ -8,14 +8,12 @@ from typing import Any
 from scaledyolo.bench import benchmark
 from scaledyolo.commands.common import show
 from scaledyolo.errors import UserError
-from scaledyolo.interop.loading import load_model
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.model) == bool(args.weights):
-        raise UserError("bench needs exactly one of --model NAME or --weights FILE")
-    # --weights follows the weights rule (a member name there says its weights are random), --model does not
-    result = benchmark(args.model or load_model(args.weights), img=args.img, batch=args.batch, device=args.device,
+    if not args.weights:
+        raise UserError("bench needs --model (or --weights): a member name, spec YAML or weights file")
+    result = benchmark(args.weights, img=args.img, batch=args.batch, device=args.device,
                        backend=args.backend, precision=args.precision, half=args.half, subnet=args.subnet,
                        runs=args.runs, warmup=args.warmup, compile=args.compile, threads=args.threads)
     show(result, format_result(result), args.json)

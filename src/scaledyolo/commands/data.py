@@ -6,10 +6,14 @@ import argparse
 
 from scaledyolo.commands.common import show
 from scaledyolo.data.report import data_report, format_report, write_preview
+from scaledyolo.interop.loading import resolve_model
+from scaledyolo.models.spec import DEFAULT_MEMBER, resolve_spec
 
 
 def run(args: argparse.Namespace) -> int:
-    report = data_report(args.data, model=args.model, img_size=args.img)
+    model = args.model or DEFAULT_MEMBER  # a weights file's anchors are those of its spec
+    spec = resolve_spec(model) or resolve_model(model).spec
+    report = data_report(args.data, model=spec, img_size=args.img)
     show(report, format_report(report), args.json)
     if args.preview:
         path = write_preview(args.data, args.preview, img_size=args.preview_img, hyp=args.hyp)

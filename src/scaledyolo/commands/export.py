@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaledyolo.commands.common import show
 from scaledyolo.export import convert, export
+from scaledyolo.runs import new_run_dir
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -15,7 +17,11 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    files = export(args.weights, format=args.format, output=args.output, img=args.img, dynamic=args.dynamic,
+    output = args.output
+    if output is None:  # the numbered run folder; export names the files inside it after the weights
+        output = new_run_dir(args.project, args.name)
+        print(f"export: results in {output}", file=sys.stderr)
+    files = export(args.weights, format=args.format, output=output, img=args.img, dynamic=args.dynamic,
                    half=args.half, nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, int8=args.int8,
                    data=args.data, calib=args.calib, calib_images=args.calib_images)
     show({"files": [str(f) for f in files]}, "wrote " + ", ".join(map(str, files)), args.json)

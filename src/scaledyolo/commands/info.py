@@ -15,8 +15,11 @@ def run(args: argparse.Namespace) -> int:
         report = paper_report()
         show(report, format_paper_report(report), args.json)
         return 0
-    if not args.model:
+    if args.model and args.model_option and args.model != args.model_option:
+        raise UserError("info takes one model: MODEL or --model/--weights, not two different ones")
+    model = args.model or args.model_option
+    if not model:
         raise UserError("info needs a model name or weights file (or --paper)")
-    report = model_report(resolve_model(args.model), img_size=args.img)
+    report = model_report(resolve_model(model), img_size=args.img)
     show(report, format_report(report), args.json)
     return 0

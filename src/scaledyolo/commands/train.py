@@ -12,8 +12,7 @@ from scaledyolo.train.trainer import train
 
 
 def run_train(args: argparse.Namespace) -> int:
-    model = args.model or (None if args.weights else "yolov4-csp")  # None: the architecture of --weights
-    options = dict(model=model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch,
+    options = dict(model=args.model, data=args.data, img=args.img, epochs=args.epochs, batch=args.batch,
                    device=args.device, project=args.project, name=args.name, hyp=args.hyp, weights=args.weights,
                    resume=args.resume, workers=args.workers, multi_scale=args.multi_scale, freeze=args.freeze,
                    seed=args.seed, noautoanchor=args.noautoanchor, precision=args.precision, cache=args.cache,

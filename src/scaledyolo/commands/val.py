@@ -4,15 +4,23 @@ or JSON."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from scaledyolo.commands.common import show
 from scaledyolo.eval.validate import run_val
+from scaledyolo.runs import new_run_dir
 
 
 def run(args: argparse.Namespace) -> int:
+    plots, save_json = args.plots, args.save_json
+    if "" in (plots, save_json):  # --plots / --save-json without a path: the numbered run folder
+        run_dir = new_run_dir(args.project, args.name)
+        plots = run_dir if plots == "" else plots
+        save_json = run_dir / "predictions.json" if save_json == "" else save_json
+        print(f"val: results in {run_dir}", file=sys.stderr)
     result = run_val(args.weights, args.data, img=args.img, batch=args.batch, conf=args.conf, iou=args.iou,
-                     split=args.split, save_json=args.save_json, tta=args.tta, subnet=args.subnet, plots=args.plots,
+                     split=args.split, save_json=save_json, tta=args.tta, subnet=args.subnet, plots=plots,
                      device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose,
                      geometry=args.geometry)
     show(json_summary(result), format_table(result), args.json)

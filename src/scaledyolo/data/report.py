@@ -14,7 +14,7 @@ from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.drawing import tile_batch, write_image
 from scaledyolo.logs import summarize_files
-from scaledyolo.models.spec import get_spec
+from scaledyolo.models.spec import DEFAULT_MEMBER, ModelSpec, get_spec
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
 
@@ -26,14 +26,15 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             "max": float(values.max())}
 
 
-def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int = 640, thr: float = 4.0
+def data_report(data_yaml: str | Path, model: str | ModelSpec = DEFAULT_MEMBER, img_size: int = 640, thr: float = 4.0
                 ) -> dict[str, dict[str, Any]]:
     """Per split: usable `images`, `boxes`, `backgrounds`, `problems` [{file, problem}], `fixes`
     (labels clipped or deduplicated), `warnings` (images used despite a defect), per-class box counts,
     box sizes in original pixels (and COCO small/medium/large counts), and the anchor fit (BPR at
     `thr`) of `model` at `img_size`. Ends with the one-line summary of skipped files (logged)."""
     cfg = load_data_config(data_yaml)
-    anchors = np.array(get_spec(model).anchors, dtype=np.float64).reshape(-1, 2)
+    spec = model if isinstance(model, ModelSpec) else get_spec(model)
+    anchors = np.array(spec.anchors, dtype=np.float64).reshape(-1, 2)
     report: dict[str, dict[str, Any]] = {}
     for split in cfg.splits:
         data = scan_split(cfg, split)
@@ -59,7 +60,7 @@ def data_report(data_yaml: str | Path, model: str = "yolov4-csp", img_size: int 
                          "small": int((area < COCO_SMALL).sum()),
                          "medium": int(((area >= COCO_SMALL) & (area < COCO_MEDIUM)).sum()),
                          "large": int((area >= COCO_MEDIUM).sum())},
-            "anchors": {"model": model, "img": img_size, "anchor_t": thr, "bpr": bpr, "anchors_per_box": aat},
+            "anchors": {"model": spec.name, "img": img_size, "anchor_t": thr, "bpr": bpr, "anchors_per_box": aat},
         }
     summarize_files("data", [p for r in report.values() for p in r["problems"]],
                     [w for r in report.values() for w in r["warnings"]])

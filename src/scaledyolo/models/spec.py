@@ -268,6 +268,7 @@ MEMBERS: dict[str, ModelSpec] = {
     "yolov4-p5": ModelSpec("yolov4-p5", "large", 896, 5, LARGE_STAGE_DEPTHS[:5], 1.0, "mish",
                            COCO80_ANCHORS["yolov4-p5"]),
 }
+DEFAULT_MEMBER = "yolov4-csp"  # what `train` (CLI and Python) and `data`'s anchor fit use when no model is named
 MEMBERS["yolov4-p6"] = MEMBERS["yolov4-p5"].scale(img_size=1280, stages=6, name="yolov4-p6",
                                                    anchors=COCO80_ANCHORS["yolov4-p6"])
 MEMBERS["yolov4-p7"] = MEMBERS["yolov4-p6"].scale(img_size=1536, stages=7, width=1.25, name="yolov4-p7",

@@ -36,7 +36,7 @@ from scaledyolo.files import atomic_write_text, plain_name
 from scaledyolo.hyp import load_hyp
 from scaledyolo.interop.checkpoint import model_from_checkpoint, read_checkpoint
 from scaledyolo.logs import LOGGER, summarize_files
-from scaledyolo.models.spec import ModelSpec, round_img_size
+from scaledyolo.models.spec import DEFAULT_MEMBER, ModelSpec, round_img_size
 from scaledyolo.models.yolo import YOLO
 from scaledyolo.runs import new_run_dir
 from scaledyolo.train import building
@@ -82,7 +82,7 @@ def _check_options(args: dict[str, Any]) -> None:
     load_hyp(args["hyp"])  # unknown keys and bad values fail now, not after the dataset scan
 
 
-def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int = 640, epochs: int = 300,
+def train(model: str | None = None, data: str | None = None, img: int = 640, epochs: int = 300,
           batch: int = 16, device: str | None = None, project: str | Path = "runs/train", name: str = "exp",
           hyp: str | dict | list | None = "scratch", weights: str | None = None,
           resume: str | Path | bool | None = None, workers: int = 2, multi_scale: bool = False, freeze: int = 0,
@@ -93,7 +93,8 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
           callbacks: Iterable[object] | None = None) -> Path:
     """Train `model` on `data` and return the run folder (see the module docstring for what it holds).
 
-    `model=None` with `weights` trains the weights' own architecture, keeping its anchors. `hyp`: a
+    `model=None` with `weights` trains the weights' own architecture, keeping its anchors; without
+    `weights` it is `DEFAULT_MEMBER` (the CLI's default too). `hyp`: a
     recipe (scratch, finetune), a YAML file, a dict of values, or the CLI's words (`["finetune",
     "lr0=0.002"]`). `close_mosaic`: the last epochs train without mosaic (at most a third of the run).
     `patience`: stop after that many epochs without a better fitness (0: never). `optimizer`: SGD,
@@ -117,6 +118,7 @@ def train(model: str | None = "yolov4-tiny", data: str | None = None, img: int =
             raise UserError("train needs --data DATA.yaml (or --resume RUN_DIR)")
         if isinstance(hyp, (list, tuple)):  # the CLI's words; a lone recipe name is kept as that name
             hyp = str(hyp[0]) if len(hyp) == 1 and "=" not in str(hyp[0]) else [str(w) for w in hyp]
+        model = model or (None if weights else DEFAULT_MEMBER)
         args = dict(model=str(model) if model else None, data=str(data), img=int(img), epochs=int(epochs),
                     batch=int(batch), device=device, project=str(project), name=str(name),
                     hyp=hyp if isinstance(hyp, (dict, list)) else str(hyp or "scratch"),
