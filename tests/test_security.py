@@ -86,6 +86,7 @@ def commands(path: Path, tmp_path: Path, data: Path) -> dict[str, list[str]]:
         "predict": ["predict", "--weights", str(path), "--source", str(image)],
         "export": ["export", "--weights", str(path), "--output", str(tmp_path / "out.onnx")],
         "bench": ["bench", "--weights", str(path), "--img", "64", "--runs", "1", "--warmup", "0"],
+        "data": ["data", str(data), "--model", str(path)],
     }
 
 
@@ -97,7 +98,7 @@ def test_scaledyolo_load_refuses_and_runs_nothing(tmp_path, kind):
     assert not marker.exists()
 
 
-WEIGHT_COMMANDS = ["convert", "info", "val", "predict", "export", "bench"]
+WEIGHT_COMMANDS = ["convert", "info", "val", "predict", "export", "bench", "data"]
 
 
 def test_every_command_that_reads_weights_is_tested():

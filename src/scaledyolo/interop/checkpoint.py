@@ -12,6 +12,7 @@ training data YAML, which `val` uses when given no `--data`; it is only ever rea
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 import zlib
@@ -23,11 +24,13 @@ import torch
 from scaledyolo.errors import UserError
 from scaledyolo.files import atomic_path
 from scaledyolo.geometry import check_geometry
+from scaledyolo.interop.legacy import convert_legacy_state, is_legacy_state
 from scaledyolo.interop.unpickler import MAX_PICKLE_BYTES, TooLarge, check_zip_sizes, read_zip_entry
 from scaledyolo.models.spec import MAX_IMG_SIZE, ModelSpec
 from scaledyolo.models.yolo import YOLO, meta_model, state_mismatch
 
 FORMAT = "scaledyolo-v1"
+LOGGER = logging.getLogger("scaledyolo")
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -148,10 +151,17 @@ def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, path: str 
     (its memory allocated) once the file is known to hold every one of its tensors."""
     spec = spec_of_checkpoint(ckpt, path)
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt.get("state_dict")
+    legacy = is_legacy_state(state)
+    if legacy:  # saved by 0.1.0 before the model rebuild: layers.N.* keys
+        state = convert_legacy_state(state, spec)
+        LOGGER.info("%s: saved by scaledyolo 0.1.0 (layers.N.* keys); converted to the rebuilt model's keys",
+                    path or "checkpoint")
     try:
         problem = state_mismatch(meta_model(spec), state)
         if problem:
-            raise UserError(f"weights do not fit the model spec ({problem})", path)
+            why = " (saved by scaledyolo 0.1.0 before the model rebuild; its layers.N.* keys did not all " \
+                  "convert)" if legacy else ""
+            raise UserError(f"weights do not fit the model spec ({problem}){why}", path)
         model = YOLO(spec)
     except UserError as exc:
         raise UserError(exc.message, path) from None
