@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,17 @@ def test_export_writes_into_a_numbered_run_folder(tmp_path, monkeypatch, capsys)
         assert main(["export", "--model", "yolov4-tiny", "--format", "torchscript", "--imgsz", "64"]) == 0
         assert (tmp_path / "runs" / "export" / run / "yolov4-tiny.torchscript").is_file()
         assert f"results in {(tmp_path / 'runs' / 'export' / run).relative_to(tmp_path)}" in capsys.readouterr().err
+
+
+def test_readme_ultralytics_table_commands_parse():
+    """Every `scaledyolo ...` command and every `--option` the "Coming from ultralytics" section names exists."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Coming from ultralytics", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"`scaledyolo ([a-z][^`]*)`", section)
+    assert {c.split()[0] for c in commands} >= {"predict", "val", "train", "export", "bench", "info"}
+    for command in commands:
+        argv = [w if w != "MODEL" else "yolov4-tiny" for w in shlex.split(command)]
+        build_parser().parse_args(argv)  # SystemExit (exit 2) on an unknown option or a missing value
+    known = {s for p in SUBPARSERS.values() for s in _options(p)} | {"--version"}
+    named = set(re.findall(r"`(--[a-z-]+)", section)) | set(re.findall(r"`(--[a-z-]+)[ `]", section))
+    assert named and named <= known, sorted(named - known)
