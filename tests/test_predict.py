@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -21,6 +20,7 @@ from optional_components import require
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import tta_forward
 from scaledyolo.predict import Results, predict
+from stand_in_detectors import SquareFinder
 
 RACCOON = Path(__file__).parent / "fixtures" / "raccoon" / "images"
 IMAGES = sorted(RACCOON.glob("*.jpg"))[:3]
@@ -35,25 +35,6 @@ def tiny() -> nn.Module:
 
 def rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
-class SquareFinder(nn.Module):
-    """A stand-in detector: one box around the white pixels of its input, in input pixels (eval format)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-        self.names = ["square"]
-        self.spec = SimpleNamespace(strides=[8, 16, 32], img_size=256)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for im in x:
-            ys, xs = (im.min(0).values > 0.9).nonzero(as_tuple=True)
-            x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-            rows.append(torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).float())
-        boxes = torch.stack(rows)[:, None]
-        return torch.cat((boxes, torch.full_like(boxes[..., :2], 0.9)), -1)
 
 
 def square_image(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:

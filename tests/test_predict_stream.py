@@ -26,27 +26,9 @@ import torch.nn as nn
 from scaledyolo.errors import UserError
 from scaledyolo.media import count_frames, is_image_url, read_image_url
 from scaledyolo.predict import format_counts, picture_line, predict
+from stand_in_detectors import SquareFinder
 
 FRAMES = 30
-
-
-class SquareFinder(nn.Module):
-    """A stand-in detector: one box around the white pixels of its input (eval format, one class)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-        self.names = ["square"]
-        self.spec = SimpleNamespace(strides=[8, 16, 32], img_size=128)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for im in x:
-            ys, xs = (im.min(0).values > 0.9).nonzero(as_tuple=True)
-            x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-            rows.append(torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).float())
-        boxes = torch.stack(rows)[:, None]
-        return torch.cat((boxes, torch.full_like(boxes[..., :2], 0.9)), -1)
 
 
 class TwoClassOverlap(nn.Module):
@@ -82,7 +64,7 @@ def video(tmp_path_factory) -> Path:
 
 
 def test_stream_is_a_generator_that_keeps_no_results(video):
-    model = SquareFinder()
+    model = SquareFinder(128)
     batch = 4
     stream = predict(model, str(video), stream=True, batch=batch, fast=False)
     assert inspect.isgenerator(stream)
@@ -105,14 +87,14 @@ def test_stream_is_a_generator_that_keeps_no_results(video):
 
 
 def test_vid_stride_takes_every_nth_frame(video):
-    results = predict(SquareFinder(), str(video), vid_stride=7, fast=False)
+    results = predict(SquareFinder(128), str(video), vid_stride=7, fast=False)
     assert [r.frame for r in results] == [0, 7, 14, 21, 28]
     assert count_frames([video], vid_stride=7) == 5
     # the box follows the square: frame k's square starts at x = 10 + 2k (in these unscaled pixels)
     assert [round(float(r.boxes.xyxy[0, 0])) for r in results] == pytest.approx([10 + 2 * k for k in
                                                                                  (0, 7, 14, 21, 28)], abs=2)
     with pytest.raises(UserError, match="vid_stride"):
-        predict(SquareFinder(), str(video), vid_stride=0)
+        predict(SquareFinder(128), str(video), vid_stride=0)
 
 
 @pytest.fixture
@@ -136,7 +118,7 @@ def test_image_urls_are_read_as_images(http_folder, monkeypatch):
     cv2.imwrite(str(folder / "sq.png"), picture)
     url = f"{base}/sq.png?size=large"
     assert is_image_url(url) and not is_image_url(f"{base}/live") and not is_image_url("rtsp://cam/a.jpg")
-    (res,) = predict(SquareFinder(), url, fast=False)
+    (res,) = predict(SquareFinder(128), url, fast=False)
     assert res.path == url and res.frame is None and res.orig_shape == (90, 120)
     np.testing.assert_allclose(res.boxes.xyxy[0], [20, 20, 61, 61], atol=1)
     np.testing.assert_array_equal(read_image_url(url), cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
