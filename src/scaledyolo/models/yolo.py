@@ -210,6 +210,7 @@ class YOLO(nn.Module):
                             "call scaledyolo.predict.predict(model, pictures)")
         return self.predictor(self, images, **kwargs)
 
+
 def parse_levels(text: str, spec: ModelSpec) -> list[int]:
     """'p7-p7-p6' (the paper's notation: model, then kept output levels) -> level indices."""
     parts = [p.strip().lower() for p in text.split("-") if p.strip()]
