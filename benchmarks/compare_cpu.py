@@ -44,6 +44,9 @@ import scaledyolo  # first: it sets the OpenMP wait policy before torch loads th
 import cv2
 import numpy as np
 import torch
+from scaledyolo.interop.darknet import model_from_cfg, save_weights
+from scaledyolo.interop.onnx import export_onnx
+from scaledyolo.models.inference import prepare_for_inference
 
 CFG_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "darknet"
 CASES = {"tiny": ("yolov4-tiny", 416), "csp": ("yolov4-csp", 512), "p5": ("yolov4-p5", 640)}
@@ -51,11 +54,17 @@ PEERS = ("opencv", "onnxruntime", "openvino")
 ENGINES = ("ours", "ours-bf16", "opencv", "onnxruntime", "openvino", "openvino-int8")
 
 
-def cpu_flags() -> set[str]:
+def cpuinfo(key: str) -> str:
+    """The first CPU's `key` line of /proc/cpuinfo ("model name", "model", "flags"), or ""."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    return set(cpuinfo("flags").split())
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
@@ -72,9 +81,6 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 
 def prepare_files(key: str, workdir: Path) -> dict[str, Path]:
     """The case's model files, written once by the parent: darknet cfg/weights or a checkpoint, and ONNX."""
-    from scaledyolo.interop.darknet import model_from_cfg, save_weights
-    from scaledyolo.interop.onnx import export_onnx
-
     name, size = CASES[key]
     files: dict[str, Path] = {}
     if key == "p5":
@@ -103,13 +109,14 @@ def load_ours(key: str, files: dict[str, str]) -> torch.nn.Module:
     return scaledyolo.load(files["cfg"], weights=files["weights"])
 
 
-def make_engine(engine: str, key: str, files: dict[str, str], threads: int,
-                workdir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """A callable running one batch on `engine`, returning our output layout `(1, N, 5 + nc)`, and a description."""
+def make_engine(engine: str, key: str, files: dict[str, str],
+                threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """A callable running one batch on `engine`, returning our output layout `(1, N, 5 + nc)`, and a description.
+
+    Each runtime is imported only in the worker that runs it, so no process holds another engine's
+    thread pools."""
     _, size = CASES[key]
     if engine in ("ours", "ours-bf16"):
-        from scaledyolo.models.inference import prepare_for_inference
-
         torch.set_num_threads(threads)
         precision = "bf16" if engine == "ours-bf16" else "fp32"
         fast = prepare_for_inference(load_ours(key, files), "cpu", precision=precision, img_size=size)
@@ -171,10 +178,10 @@ def opencv_to_ours(model: torch.nn.Module, cv_outs: list[np.ndarray], size: int)
     return np.concatenate(parts)[None]
 
 
-def worker(engine: str, key: str, files: dict[str, str], threads: int, workdir: Path) -> None:
+def worker(engine: str, key: str, files: dict[str, str], threads: int) -> None:
     """Serve one engine over stdin/stdout: `time N` answers N call times in ms, `dump PATH` saves an output."""
     _, size = CASES[key]
-    run, description = make_engine(engine, key, files, threads, workdir)
+    run, description = make_engine(engine, key, files, threads)
     blob = np.random.default_rng(1).random((1, 3, size, size), dtype=np.float32)
     for _ in range(3):
         run(blob)
@@ -198,12 +205,12 @@ def worker(engine: str, key: str, files: dict[str, str], threads: int, workdir: 
 class Worker:
     """The parent's handle on one engine's process."""
 
-    def __init__(self, engine: str, key: str, files: dict[str, Path], threads: int, workdir: Path):
+    def __init__(self, engine: str, key: str, files: dict[str, Path], threads: int):
         spec = json.dumps({k: str(v) for k, v in files.items()})
         self.engine = engine
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", engine, "--models", key, "--threads", str(threads),
-             "--files", spec, "--workdir", str(workdir)],
+             "--files", spec],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.description = self.ask(None)["ready"]
 
@@ -234,7 +241,7 @@ def run_case(key: str, engines: list[str], rounds: int, reps: int, threads: int,
              workdir: Path) -> dict[str, Any]:
     name, size = CASES[key]
     files = prepare_files(key, workdir)
-    workers = [Worker(engine, key, files, threads, workdir) for engine in engines]
+    workers = [Worker(engine, key, files, threads) for engine in engines]
     try:
         outputs = {}
         for w in workers:
@@ -261,17 +268,11 @@ def run_case(key: str, engines: list[str], rounds: int, reps: int, threads: int,
 
 
 def conditions(threads: int) -> dict[str, Any]:
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    model_number = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("model\t")), "?")
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
-    return {"cpu": cpu, "cpu_model_number": model_number, "logical_cpus": os.cpu_count(), "threads": threads,
-            "flags": [f for f in wanted if f in cpu_flags()], "torch": torch.__version__, "opencv": cv2.__version__,
-            "python": platform.python_version(), "loadavg_before": os.getloadavg()}
+    return {"cpu": cpuinfo("model name") or platform.processor(), "cpu_model_number": cpuinfo("model") or "?",
+            "logical_cpus": os.cpu_count(), "threads": threads, "flags": [f for f in wanted if f in cpu_flags()],
+            "torch": torch.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
+            "loadavg_before": os.getloadavg()}
 
 
 def format_table(results: list[dict[str, Any]], cond: dict[str, Any]) -> str:
@@ -307,10 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.models[0], json.loads(args.files), args.threads, Path(args.workdir))
+        worker(args.worker, args.models[0], json.loads(args.files), args.threads)
         return 0
     engines = args.engines or [e for e in ENGINES if (e != "ours-bf16" or {"avx512_bf16", "amx_bf16"} & cpu_flags())
                                and (e != "openvino-int8" or args.int8)]
