@@ -6,18 +6,15 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from scaledyolo.data.loader import create_dataloader
-from scaledyolo.data.synthetic import make_synthetic_dataset
 from scaledyolo.eval.validate import LOSS_KEYS, validate
 from scaledyolo.models.yolo import build_model
 from scaledyolo.train.loss import ComputeLoss
+from synthetic_splits import synthetic_val_split
 
 
 @pytest.fixture(scope="module")
 def val_split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("val_losses")
-    make_synthetic_dataset(root, n_train=1, n_val=5, img_size=128, seed=3)
-    return create_dataloader(str(root / "data.yaml"), "val", 128, 2, rect=True)
+    return synthetic_val_split(tmp_path_factory.mktemp("val_losses"), seed=3)
 
 
 def test_val_losses_equal_compute_loss_by_hand(val_split):

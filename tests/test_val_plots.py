@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from scaledyolo.eval.metrics import CONF_POINTS, IOU_THRESHOLDS, ConfusionMatrix, ap_per_class
+from synthetic_splits import synthetic_val_split
 
 
 def test_confusion_matrix_against_a_hand_built_example():
@@ -70,12 +71,7 @@ def test_confidence_curves_and_best_f1_against_a_hand_computation():
 
 @pytest.fixture(scope="module")
 def val_split(tmp_path_factory):
-    from scaledyolo.data.loader import create_dataloader
-    from scaledyolo.data.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("val_plots")
-    make_synthetic_dataset(root, n_train=1, n_val=5, img_size=128, seed=5)
-    return create_dataloader(str(root / "data.yaml"), "val", 128, 2, rect=True)
+    return synthetic_val_split(tmp_path_factory.mktemp("val_plots"), seed=5)
 
 
 def _picture(path):
