@@ -16,7 +16,7 @@ import scaledyolo
 from scaledyolo.bench import benchmark
 from scaledyolo.cli import main
 from scaledyolo.models.analysis import count_flops
-from scaledyolo.models.inference import FastConv, fast_mish, prepare_for_inference
+from scaledyolo.models.inference import MISH_CHUNK, FastConv, max_pool_2x2, negated_mish, prepare_for_inference
 
 
 def _randomized(name: str, seed: int = 0) -> scaledyolo.models.YOLO:
@@ -38,11 +38,35 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs() / (b.abs() + 1)).max().item()
 
 
-def test_fast_mish_is_mish() -> None:
-    x = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([0.0, -1e-6, 1e-6, -30.0, 30.0])])
-    got = fast_mish(x.clone())
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, F.mish(x), rtol=1e-5, atol=1e-6)
+def _assert_mish(got: torch.Tensor, x: torch.Tensor) -> None:
+    """Within two float32 ulps of the input and the exact (float64) Mish: the rounding of `x` itself."""
+    exact = F.mish(x.double())
+    ulps = (got.double() - exact).abs() / ((exact.abs() + x.double().abs()) * torch.finfo(torch.float32).eps + 1e-30)
+    assert torch.isfinite(got).all() and ulps.max() <= 2.0
+
+
+def test_negated_mish_is_mish_of_the_negation() -> None:
+    x = torch.cat([torch.linspace(-100, 100, 200001), torch.tensor([0.0, -1e-6, 1e-6, -30.0, 30.0])])
+    _assert_mish(negated_mish(-x), x)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_negated_mish_covers_every_chunk_in_place(layout: torch.memory_format) -> None:
+    """A map larger than one chunk (and not a multiple of it), in both layouts, and a strided view."""
+    x = (torch.randn(1, 19, 97, 101) * 4).contiguous(memory_format=layout)
+    assert x.numel() > 2 * MISH_CHUNK and x.numel() % MISH_CHUNK
+    z = -x
+    got = negated_mish(z)
+    assert got.data_ptr() == z.data_ptr()
+    _assert_mish(got, x)
+    _assert_mish(negated_mish(-x[:, :, ::2]), x[:, :, ::2])
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 5, 8, 8), (1, 64, 13, 26)])
+def test_max_pool_2x2_is_max_pool2d_bit_for_bit(shape: tuple[int, ...], layout: torch.memory_format) -> None:
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    assert torch.equal(max_pool_2x2(x), F.max_pool2d(x, 2, 2))
 
 
 @pytest.mark.parametrize("name,size", [("yolov4-tiny", 96), ("yolov4-csp", 96), ("yolov4-p5", 64)])
