@@ -28,7 +28,7 @@ FLOORS = {
     2: ("models",),
     3: ("interop",),
     4: ("data", "media", "drawing"),
-    5: ("train", "eval", "predict", "bench", "export", "calibration"),
+    5: ("train", "eval", "predict", "bench", "export", "calibration", "precision"),
     6: ("", "api"),  # "": the package root, which re-exports the facade
     7: ("commands",),
     8: ("cli", "__main__"),
@@ -38,6 +38,9 @@ HIDDEN_ALLOWED = {
     # OpenVINO and NNCF are optional and take a second or more to import: only that export format loads them
     ("scaledyolo.export", "scaledyolo.interop.openvino"),
     ("scaledyolo.export", "scaledyolo.interop.quantize"),
+    ("scaledyolo.precision", "scaledyolo.interop.openvino"),  # and only --precision int8 loads them
+    ("scaledyolo.precision", "scaledyolo.interop.openvino_network"),
+    ("scaledyolo.precision", "scaledyolo.interop.quantize"),
 }
 
 

@@ -8,7 +8,7 @@ Floors (each imports only the floors below it; no circle; tests/test_import_grap
     7  commands/              one module per command: call the library or the facade, format the output
     6  api, this root         the facade: Detector, load, build_model
     5  train/ eval/ predict/  library: training, validation, prediction (Results)
-       bench export calibration
+       bench export calibration precision
     4  data/ media drawing    datasets, pictures and videos in and out, boxes drawn
     3  interop/               checkpoint format, darknet, official .pt, ONNX/OpenVINO; loading by path
     2  models/                spec, layers, architectures, YOLO, analysis, fast inference path

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from scaledyolo.devices import PRECISIONS, check_precision, select_device, synchronize
+from scaledyolo.calibration import Calibration, chosen_calibration, random_calibration
+from scaledyolo.devices import INFERENCE_PRECISIONS, PRECISIONS, check_precision, select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.interop.loading import resolve_model
 from scaledyolo.interop.onnx import export_onnx
@@ -33,6 +34,7 @@ from scaledyolo.models.analysis import count_flops
 from scaledyolo.models.inference import prepare_for_inference
 from scaledyolo.models.spec import round_img_size
 from scaledyolo.models.yolo import YOLO
+from scaledyolo.precision import check_precision_options, int8_network
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
@@ -95,7 +97,7 @@ def measure_peak(dtype: torch.dtype, device: torch.device, n: int | None = None,
 def _precision(device: torch.device, precision: str | None, half: bool) -> str:
     if precision is None:
         precision = ("fp16" if device.type == "cuda" else "bf16") if half else "fp32"
-    return check_precision(precision, device)
+    return check_precision(precision, device, INFERENCE_PRECISIONS)
 
 
 def _onnx_file(model: YOLO, img: int, batch: int, directory: str) -> Path:
@@ -103,8 +105,14 @@ def _onnx_file(model: YOLO, img: int, batch: int, directory: str) -> Path:
 
 
 def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img: int, batch: int,
-            compile: bool, workdir: str) -> tuple[Callable[[torch.Tensor], Any], str]:
+            compile: bool, workdir: str, calibration: Calibration | None) -> tuple[Callable[[torch.Tensor], Any], str]:
     """A callable running one batch on `backend`, and a one-line description of the path."""
+    if precision == "int8":  # what predict and val run at int8, whichever of the two backends is named
+        if backend not in ("torch", "openvino") or compile:
+            raise UserError("--precision int8 runs our network quantised by NNCF on OpenVINO: use --backend torch "
+                            "(the default) or openvino, without --compile")
+        network = int8_network(model, img, calibration)
+        return network, f"scaledyolo int8 (NNCF, calibrated on {calibration.source}) on the OpenVINO CPU plugin"
     if backend == "torch":
         fast = prepare_for_inference(model, device, precision=precision, img_size=img, compile=compile)
         return fast, f"scaledyolo fast path ({'compiled, ' if compile else ''}{precision}, channels_last)"
@@ -140,10 +148,14 @@ def _runner(model: YOLO, backend: str, device: torch.device, precision: str, img
 def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device: str | torch.device = "cpu",
               backend: str = "torch", precision: str | None = None, half: bool = False,
               subnet: str | None = None, runs: int = 20, warmup: int = 3, compile: bool = False,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, calib: str | Path | None = None, data: str | Path | None = None,
+              calib_images: int | None = None) -> dict[str, Any]:
     """Latency and throughput of `model` (a YOLO, a member name or a weights file) at `img` x `img`.
 
     `half` means the device's 16-bit type (fp16 on a GPU, bf16 on the CPU) unless `precision` says.
+    `precision="int8"` times what `predict --precision int8` runs (our network quantised by NNCF, on
+    OpenVINO's CPU plugin), calibrated on the folder `calib` or `data`'s val split, else on random
+    pictures (said on stderr: only the speed is then meaningful); no matmul peak is measured for it.
     Returns a dict with `latency_ms` (median per batch), `fps` (images/s), `gflops` (per image),
     `achieved_gflops_s`, `peak_gflops_s`, `peak_fraction` and the conditions of the run.
     """
@@ -160,22 +172,31 @@ def benchmark(model: YOLO | str, img: int | None = None, batch: int = 1, device:
         model = model.subnet(subnet)
     img = round_img_size(img or model.spec.img_size, model.spec.max_stride)
     precision = _precision(device, precision, half)
+    check_precision_options(precision, calib=calib, data=data, calib_images=calib_images)
+    calibration = None
+    if precision == "int8":
+        calibration = chosen_calibration(calib, data, calib_images) if calib or data else random_calibration(calib_images)
     gflops = count_flops(model, img)
     x = torch.rand(batch, 3, img, img, device=device)
     with tempfile.TemporaryDirectory(prefix="scaledyolo-bench-") as workdir:
-        run, path = _runner(model, backend, device, precision, img, batch, compile, workdir)
+        run, path = _runner(model, backend, device, precision, img, batch, compile, workdir, calibration)
         times = time_calls(lambda: run(x), runs, warmup, device)
     latency = statistics.median(times)
-    peak = measure_peak(PRECISIONS[precision], device)
     achieved = gflops * batch / latency
-    fraction = achieved / peak["peak_gflops_s"]
+    if precision == "int8":  # an int8 convolution has no same-dtype torch matmul to compare with here
+        peak: dict[str, float | None] = {"peak_gflops_s": None, "mm_gflops_s": None, "onednn_matmul_gflops_s": None}
+        fraction = None
+    else:
+        peak = measure_peak(PRECISIONS[precision], device)
+        fraction = achieved / peak["peak_gflops_s"]
     return {
         "model": model.spec.name, "subnet": subnet, "img": img, "batch": batch,
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
         "backend": backend, "path": path, "precision": precision,
         "latency_ms": latency * 1e3, "latency_min_ms": min(times) * 1e3, "fps": batch / latency,
         "gflops": gflops, "achieved_gflops_s": achieved, **peak,
-        "peak_fraction": min(fraction, 1.0), "above_peak": fraction > 1.0,
+        "peak_fraction": None if fraction is None else min(fraction, 1.0),
+        "above_peak": fraction is not None and fraction > 1.0,
         "runs": runs, "warmup": warmup, "torch": torch.__version__,
     }
 

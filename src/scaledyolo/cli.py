@@ -20,9 +20,9 @@ import torch
 from scaledyolo.bench import BACKENDS
 from scaledyolo import __version__
 from scaledyolo.commands import bench, data, export, info, predict, train, val, weights
-from scaledyolo.commands.options import Parser, add_device, add_img, add_model
+from scaledyolo.commands.options import Parser, add_device, add_img, add_model, add_precision
 from scaledyolo.data.dataset import SPLITS
-from scaledyolo.devices import PRECISIONS, TRAIN_PRECISIONS
+from scaledyolo.devices import TRAIN_PRECISIONS
 from scaledyolo.errors import ScaledYoloError, printable
 from scaledyolo.export import EXPORT_FORMATS
 from scaledyolo.logs import install_cli_handler
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
     _add_geometry(p, "batches letterboxed")
+    add_precision(p, "fp32", "the data YAML's train split, never the split being scored")
     handlers["val"] = val.run
 
     p = sub.add_parser("data", help="check a dataset: counts, problems, class and box statistics, anchor fit",
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-crop", action="store_true", help="write each box cut from its picture under crops/CLASS/")
     p.add_argument("--show", action="store_true",
                    help="show annotated pictures in a window where a display exists (else a warning)")
+    add_precision(p, "fp32", "--data's val split, else the source's own pictures; a video, webcam or stream "
+                             "source needs --calib or --data")
+    p.add_argument("--data", default=None, help="with --precision int8: data YAML whose val split calibrates")
     handlers["predict"] = predict.run
 
     p = sub.add_parser("bench", help="latency, images/s and achieved GFLOP/s vs the machine's measured peak",
@@ -280,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch: our fast path (default); onnxruntime/openvino: our ONNX export on that runtime")
-    p.add_argument("--precision", default=None, choices=list(PRECISIONS),
-                   help="fp32 (default, exact), bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU)")
+    add_precision(p, None, "--data's val split, else random pictures: then only the speed is meaningful",
+                  help="fp32 (default, exact), bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU), int8 (CPU: "
+                       "what predict/val --precision int8 run, our network quantised by NNCF on OpenVINO, with "
+                       "--backend torch, the default, or openvino alike)")
+    p.add_argument("--data", default=None, help="with --precision int8: data YAML whose val split calibrates")
     p.add_argument("--half", action="store_true", help="16-bit: fp16 on a GPU, bf16 on the CPU")
     p.add_argument("--subnet", default=None, help="time a once-for-all subnet, e.g. p7-p7-p6 (kept output levels)")
     p.add_argument("--compile", action="store_true",

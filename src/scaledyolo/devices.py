@@ -17,18 +17,34 @@ DEVICE_HELP = "expected cpu, cuda, a GPU index like 0, or a list like 0,1"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Training adds "auto": fp16 mixed precision on CUDA, fp32 on the CPU.
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
+# Inference (predict, val, bench) adds "int8": our network quantised by NNCF, run by OpenVINO on the CPU.
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 
 
 def check_precision(precision: str, device: str | torch.device | None = None,
                     choices: tuple[str, ...] | dict = PRECISIONS) -> str:
     """`precision` when it is one of `choices` and `device` can run it, else a one-line UserError.
 
-    fp16 needs a GPU (the CPU kernels are slow or missing); bf16 runs on both."""
+    fp16 needs a GPU (the CPU kernels are slow or missing); bf16 runs on both; int8 (where `choices`
+    has it, as `INFERENCE_PRECISIONS` does) runs through OpenVINO on the CPU only."""
     if precision not in choices:
         raise UserError(f"--precision must be one of {', '.join(choices)}, got {precision!r}")
     if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
         raise UserError("--precision fp16 needs a GPU; on the CPU use bf16 (--half means bf16 there) or fp32")
+    if precision == "int8" and device is not None and torch.device(device).type != "cpu":
+        raise UserError(f"--precision int8 runs through OpenVINO on the CPU; use --device cpu (not {device})")
     return precision
+
+
+def model_device(model: object) -> torch.device:
+    """The device a model's inputs go to: its `device` attribute (a runner outside torch, such as the
+    OpenVINO network), else its first parameter's, else the CPU."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    parameters = getattr(model, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _cuda_ids(device: str | int | None) -> list[int] | None:

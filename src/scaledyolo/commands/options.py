@@ -1,5 +1,6 @@
 """The options every command shares, spelled one way: `--model`/`--weights` (one meaning), `--img`/`--imgsz`,
-`--device` (the GPU when there is one), and the parser that answers an unknown option with the
+`--device` (the GPU when there is one), `--precision` with int8's calibration options (predict, val,
+bench), and the parser that answers an unknown option with the
 sub-command's own usage and a "did you mean" hint.
 
 Kept beside the commands (not in `cli.py`) so the parser stays argparse calls and the vocabulary has
@@ -12,9 +13,15 @@ import argparse
 import difflib
 from typing import Any, Sequence
 
+from scaledyolo.calibration import DEFAULT_LIMIT
+from scaledyolo.devices import INFERENCE_PRECISIONS
+
 MODEL_HELP = "member name ({members}), spec YAML or weights file (ours, darknet .cfg, official .pt); a member name " \
              "gives random weights"
 DEVICE_HELP = "cpu, 0, 0,1, cuda:0 ... (default: the first GPU when there is one, else the CPU)"
+PRECISION_HELP = ("fp32 (default, exact), bf16 (our fast path in bfloat16: AMX/AVX512-BF16 CPUs or a GPU), fp16 (GPU), "
+                  "int8 (CPU only: our network quantised by NNCF on calibration pictures, run by OpenVINO; "
+                  "needs scaledyolo[openvino]; quantising takes seconds to minutes)")
 
 
 def add_model(p: argparse.ArgumentParser, members: str, required: bool = False, dest: str = "weights",
@@ -32,6 +39,18 @@ def add_img(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
 def add_device(p: argparse.ArgumentParser) -> None:
     """`--device`, default None for every command: `devices.select_device` then picks the first GPU."""
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def add_precision(p: argparse.ArgumentParser, default: str | None, calibrated_on: str,
+                  help: str = PRECISION_HELP) -> None:
+    """`--precision` (choices `devices.INFERENCE_PRECISIONS`), `--calib DIR` and `--calib-images N`; int8's
+    calibration default (`calibrated_on`) is the command's own."""
+    p.add_argument("--precision", default=default, choices=INFERENCE_PRECISIONS, help=help)
+    p.add_argument("--calib", default=None, metavar="DIR",
+                   help=f"with --precision int8: folder of calibration images (default: {calibrated_on})")
+    p.add_argument("--calib-images", type=int, default=None, metavar="N",
+                   help=f"with --precision int8: calibrate on at most N pictures, spread over the set "
+                        f"(default {DEFAULT_LIMIT})")
 
 
 def did_you_mean(option: str, parser: argparse.ArgumentParser) -> str:

@@ -17,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
                           nosave=args.nosave, tta=args.tta, device=args.device, progress=not args.json,
                           geometry=args.geometry, vid_stride=args.vid_stride, agnostic_nms=args.agnostic_nms,
                           line_width=args.line_width, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
-                          save_crop=args.save_crop, show=args.show, verbose=args.verbose)
+                          save_crop=args.save_crop, show=args.show, verbose=args.verbose, precision=args.precision,
+                          calib=args.calib, data=args.data, calib_images=args.calib_images)
     show(summary, format_summary(summary), args.json)
     return 0
 
@@ -28,4 +29,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     split = ", ".join(f"{k} {ms[k]:.1f}" for k in STAGES)
     return (f"predict: {summary['images']} pictures, {summary['objects']} objects "
             f"({format_counts(summary['classes'])}) in {summary['seconds']:.1f} s at "
-            f"img {summary['img']} {summary['geometry']} (ms per picture: {split}); results in {summary['save_dir']}")
+            f"img {summary['img']} {summary['geometry']} {summary.get('precision', 'fp32')} (ms per picture: {split}); "
+            f"results in {summary['save_dir']}")

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_val(args.weights, args.data, img=args.img, batch=args.batch, conf=args.conf, iou=args.iou,
                      split=args.split, save_json=save_json, tta=args.tta, subnet=args.subnet, plots=plots,
                      device=args.device, workers=args.workers, progress=not args.json, verbose=args.verbose,
-                     geometry=args.geometry)
+                     geometry=args.geometry, precision=args.precision, calib=args.calib,
+                     calib_images=args.calib_images)
     show(json_summary(result), format_table(result), args.json)
     return 0
 
@@ -42,7 +43,8 @@ def format_table(result: dict[str, Any]) -> str:
                      f"AP large {result['map_large']:.3f}   (pycocotools, IoU 0.50:0.95)")
     s = result["speed"]
     lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
-                 f"per image at {result.get('img', '?')} px {result.get('geometry', '')}".rstrip())
+                 f"per image at {result.get('img', '?')} px {result.get('geometry', '')} "
+                 f"{result.get('precision', '')}".rstrip())
     return "\n".join(lines)
 
 

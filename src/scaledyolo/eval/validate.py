@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from scaledyolo.calibration import val_calibration
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
-from scaledyolo.devices import select_device, synchronize
+from scaledyolo.devices import model_device, select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.coco import (category_id_map, coco_evaluate, dataset_category_ids, dataset_ground_truth,
                                   dataset_image_ids, labels_to_xyxy, results_json)
@@ -35,6 +36,7 @@ from scaledyolo.models.spec import round_img_size
 from scaledyolo.models.yolo import YOLO
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import non_max_suppression
+from scaledyolo.precision import check_precision_options, inference_network
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 LOSS_KEYS = ("val/box_loss", "val/obj_loss", "val/cls_loss", "val/total_loss")  # the order of the loss parts
@@ -180,7 +182,7 @@ def _predict_all(model: torch.nn.Module, loader: Any, dataset: Any, tally: _Tall
                  ) -> tuple[_Tally, dict[str, float], list[tuple]]:
     """The inference pass: forward (timed), NMS (timed), boxes back to original pixels, matching; the
     loss parts of each batch into the tally when `loss_fn`; the first `keep` batches kept for pictures."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     nc = tally.confusion.nc
     path_index = {str(p): i for i, p in enumerate(dataset.image_files)}
     use_autocast = half and device.type == "cuda"
@@ -277,16 +279,23 @@ def run_val(weights: str | Path | YOLO, data: str | Path | None = None, img: int
             conf: float = 0.001, iou: float = 0.65, split: str = "val", save_json: str | Path | None = None,
             tta: bool = False, subnet: str | None = None, plots: str | Path | None = None,
             device: str | None = None, workers: int = 0, half: bool | None = None, progress: bool = True,
-            verbose: bool = False, geometry: str | None = None) -> dict[str, Any]:
+            verbose: bool = False, geometry: str | None = None, precision: str = "fp32",
+            calib: str | Path | None = None, calib_images: int | None = None) -> dict[str, Any]:
     """`scaledyolo val` and `Detector.val`: load the model (unless given one) and the split, validate with
     pycocotools' headline figures.
 
     `data` None: the data YAML our checkpoint was trained on; `img` None: the size it was trained
     at (other weights: the member's native size). `geometry` "rect": letterboxed rectangular batches
     as in the official test script; "square": every image letterboxed to `img` x `img`, as darknet
-    infers; default: what the weights recorded. `half` defaults to fp16 autocast on CUDA. The result
-    is `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`.
+    infers; default: what the weights recorded. `half` defaults to fp16 autocast on CUDA (fp32 only).
+    `precision`: fp32 (default: the model as it is), bf16 or fp16 (our fast path), int8 (CPU, OpenVINO;
+    `scaledyolo.precision`), int8 calibrated on up to `calib_images` (default 300) pictures of the
+    folder `calib`, else of the data YAML's train split (never the split scored). The result is
+    `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`, `precision`.
     """
+    check_precision_options(precision, device, calib=calib, calib_images=calib_images)
+    if half and precision != "fp32":
+        raise UserError(f"--half is fp16 autocast of an fp32 model; drop it with --precision {precision}")
     dev = select_device(device)
     if data is None:
         model = load_for_val(weights, None, dev)
@@ -308,14 +317,17 @@ def run_val(weights: str | Path | YOLO, data: str | Path | None = None, img: int
         model = model.subnet(subnet)
     stride = model.spec.max_stride
     img_size = round_img_size(img or model.spec.img_size, stride)
+    calibration = val_calibration(data, calib, calib_images) if precision == "int8" else None
     loader, dataset = create_dataloader(cfg, split, img_size, batch, augment=False, rect=geometry == "rect",
                                         workers=workers, shuffle=False, stride=stride, pin_memory=dev.type == "cuda")
-    result = validate(model, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
-                      save_json=save_json, coco=True, half=dev.type == "cuda" if half is None else half,
+    network = inference_network(model, precision, dev, img_size, calibration, fast=False)
+    result = validate(network, loader, dataset, conf=conf, iou=iou, tta=tta, names=cfg.names, plots_dir=plots,
+                      save_json=save_json, coco=True,
+                      half=dev.type == "cuda" and precision == "fp32" if half is None else half,
                       category_ids=cfg.category_ids, progress=progress, verbose=verbose)
     result.update({"names": list(cfg.names), "weights": weights.spec.name if isinstance(weights, YOLO) else str(weights),
                    "data": str(data), "split": split,
-                   "img": img_size, "geometry": geometry,
+                   "img": img_size, "geometry": geometry, "precision": precision,
                    "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
     summarize_files("val", result["problems"], dataset.warned)
     return result

@@ -18,17 +18,18 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from scaledyolo.calibration import Calibration, predict_calibration
 from scaledyolo.data.augment import letterbox
 from scaledyolo.devices import select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import model_output
 from scaledyolo.geometry import model_geometry
 from scaledyolo.media import Frame, expand_source, iter_frames
-from scaledyolo.models.inference import cached_inference_model
 from scaledyolo.models.spec import round_img_size
 from scaledyolo.models.yolo import YOLO
 from scaledyolo.ops.boxes import scale_boxes
 from scaledyolo.ops.nms import MAX_DET, non_max_suppression
+from scaledyolo.precision import check_precision_options, inference_network
 from scaledyolo.predict.results import Boxes, Results
 
 STAGES = ("preprocess", "model", "nms", "drawing")
@@ -69,12 +70,15 @@ class Predictor:
     output to float rounding): about 1.5-2x faster per picture on CPU for a one-off cost of a few
     pictures, paid once per model and weights (the copy is cached until the weights change).
     `geometry` ("square" or "rect"; default: what the weights recorded, see `scaledyolo.geometry`).
+    `precision` (fp32, bf16, fp16 on a GPU, int8 on the CPU; `scaledyolo.precision`) runs a YOLO at
+    that precision whatever `fast` says; int8 is calibrated on `calibration`'s pictures at the input size.
     """
 
     def __init__(self, model: torch.nn.Module, conf: float = 0.25, iou: float = 0.45, img: int | None = None,
                  classes: Sequence[int] | None = None, max_det: int = MAX_DET, tta: bool = False,
                  device: str | torch.device | None = None, keep_images: bool = True, fast: bool = False,
-                 geometry: str | None = None, agnostic: bool = False) -> None:
+                 geometry: str | None = None, agnostic: bool = False, precision: str = "fp32",
+                 calibration: Calibration | None = None) -> None:
         if not 0 <= conf <= 1 or not 0 <= iou <= 1:
             raise UserError(f"conf and iou must be within 0-1, got {conf} and {iou}")
         self.model = model if device is None else model.to(select_device(device))
@@ -86,8 +90,10 @@ class Predictor:
         self.size = _input_size(model, img)
         self.stride = _model_stride(model)
         self.geometry = model_geometry(model, geometry)
-        if fast and isinstance(model, YOLO) and self.dtype == torch.float32:
-            self.model = cached_inference_model(model, device=self.device, img_size=self.size)
+        if precision != "fp32" and not isinstance(model, YOLO):
+            raise UserError(f"--precision {precision} needs one of our models, not a {type(model).__name__}")
+        if isinstance(model, YOLO) and (precision != "fp32" or (fast and self.dtype == torch.float32)):
+            self.model = inference_network(model, precision, self.device, self.size, calibration)
         if max_det < 1:
             raise UserError(f"max_det must be 1 or more, got {max_det}")
         self.conf, self.iou, self.max_det, self.tta, self.agnostic = conf, iou, max_det, tta, agnostic
@@ -174,6 +180,11 @@ def _as_items(images: Any) -> tuple[list[Any], bool]:
     raise UserError(f"expected paths, HxWx3 RGB numpy arrays or PIL images, got {type(images).__name__}")
 
 
+def _source_name(images: Any) -> str:
+    """What the calibration line calls predict's pictures: the path or pattern given, else "the given pictures"."""
+    return str(images) if isinstance(images, (str, Path)) else "the given pictures"
+
+
 def _stream(predictor: Predictor, frames: Iterable[Frame], batch: int) -> Iterator[Results]:
     """Results batch by batch; nothing is kept once yielded."""
     for chunk in _batches(frames, batch):
@@ -184,7 +195,8 @@ def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float 
             classes: Sequence[int | str] | None = None, max_det: int = MAX_DET, tta: bool = False,
             augment: bool = False, device: str | torch.device | None = None, batch: int = 8,
             fast: bool = True, geometry: str | None = None, stream: bool = False, vid_stride: int = 1,
-            agnostic_nms: bool = False) -> list[Results] | Iterator[Results]:
+            agnostic_nms: bool = False, precision: str = "fp32", calib: str | Path | None = None,
+            data: str | Path | None = None, calib_images: int | None = None) -> list[Results] | Iterator[Results]:
     """Detect objects in one picture or a list: paths (an image, a video's frames, a folder, a glob),
     HxWx3 RGB uint8 numpy arrays or PIL images.
 
@@ -198,10 +210,17 @@ def predict(model: torch.nn.Module, images: Any, conf: float = 0.25, iou: float 
     none kept by predict). `vid_stride`: of videos and streams every N-th frame only. `agnostic_nms`:
     boxes of different classes suppress each other. An http(s) URL ending in an image suffix is read
     as an image (see `scaledyolo.media`); other URLs and webcam indices are opened as video.
+    `precision`: fp32 (default), bf16, fp16 (GPU) or int8 (CPU, through OpenVINO; see
+    `scaledyolo.precision`), int8 calibrated on the folder `calib`, else `data`'s val split, else the
+    pictures themselves (up to `calib_images`, default 300; a video or stream needs `calib` or `data`).
     """
-    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
-                          tta=tta or augment, device=device, fast=fast, geometry=geometry, agnostic=agnostic_nms)
+    check_precision_options(precision, device, calib=calib, data=data, calib_images=calib_images)
     items, skip_bad = _as_items(images)
+    calibration = predict_calibration(items, _source_name(images), calib, data, calib_images) \
+        if precision == "int8" else None
+    predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det,
+                          tta=tta or augment, device=device, fast=fast, geometry=geometry, agnostic=agnostic_nms,
+                          precision=precision, calibration=calibration)
     if vid_stride < 1:
         raise UserError(f"vid_stride must be 1 or more, got {vid_stride}")
     results = _stream(predictor, iter_frames(items, skip_bad=skip_bad, vid_stride=vid_stride), max(1, batch))

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from scaledyolo.calibration import predict_calibration
 from scaledyolo.devices import select_device
 from scaledyolo.errors import UserError
 from scaledyolo.files import check_outputs, same_file, write_json
@@ -27,6 +28,7 @@ from scaledyolo.ops.nms import MAX_DET
 from scaledyolo.predict.display import Viewer
 from scaledyolo.predict.predictor import Predictor
 from scaledyolo.predict.results import Results
+from scaledyolo.precision import check_precision_options
 from scaledyolo.runs import new_run_dir
 
 
@@ -81,19 +83,24 @@ def run_predict(weights: str | Path | YOLO, source: str, img: int | None = None,
                 device: str | None = None, progress: bool = True, geometry: str | None = None, vid_stride: int = 1,
                 agnostic_nms: bool = False, line_width: int | None = None, hide_labels: bool = False,
                 hide_conf: bool = False, save_crop: bool = False, show: bool = False,
-                verbose: bool = False) -> dict[str, Any]:
+                verbose: bool = False, precision: str = "fp32", calib: str | Path | None = None,
+                data: str | Path | None = None, calib_images: int | None = None) -> dict[str, Any]:
     """`scaledyolo predict` and `Detector.predict(..., save=True)`: detect on every picture of `source`
     (weights: any file `load_model` reads, a member name, or a loaded model), write annotated pictures
     and videos (the BGR picture `Results.plot(line_width, not hide_labels, not hide_conf)` gives),
     labels, crops (`Results.save_crop` into crops/CLASS/) and JSON; `show` puts each picture in a
-    window where a display exists; `verbose` writes `picture_line` per picture to stderr.
+    window where a display exists; `verbose` writes `picture_line` per picture to stderr. `precision`,
+    `calib`, `data`, `calib_images`: as `predict.predict` (int8 calibrated on `calib`, `data`'s val
+    split, else the source's own pictures).
 
     Returns the summary (counts, objects per class, folder, per-image milliseconds by stage) that the
     CLI prints.
     """
     if line_width is not None and line_width < 1:
         raise UserError(f"line width must be 1 or more, got {line_width}")
+    check_precision_options(precision, device, calib=calib, data=data, calib_images=calib_images)
     items, from_folder = expand_source(source)
+    calibration = predict_calibration(items, str(source), calib, data, calib_images) if precision == "int8" else None
     files = [p for p in items if isinstance(p, Path)]
     if save_dir and not nosave and any(same_file(p.parent, save_dir) for p in files):
         raise UserError("--save-dir holds the source pictures: their annotated copies would replace them", save_dir)
@@ -102,7 +109,7 @@ def run_predict(weights: str | Path | YOLO, source: str, img: int | None = None,
     model = weights.to(select_device(device)) if isinstance(weights, YOLO) else load_model(
         weights, device=select_device(device))
     predictor = Predictor(model, conf=conf, iou=iou, img=img, classes=classes, max_det=max_det, tta=tta, fast=True,
-                          geometry=geometry, agnostic=agnostic_nms)
+                          geometry=geometry, agnostic=agnostic_nms, precision=precision, calibration=calibration)
     out_dir = Path(save_dir) if save_dir else new_run_dir(project, name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -181,4 +188,5 @@ def run_predict(weights: str | Path | YOLO, source: str, img: int | None = None,
         "ms_per_image": {k: round(v, 2) for k, v in predictor.per_image_ms().items()},
         "img": predictor.size,
         "geometry": predictor.geometry,
+        "precision": precision,
     }
