@@ -59,7 +59,7 @@ def check_precision_options(precision: str, device: str | torch.device | None = 
     given = [name for name, value in options.items() if value is not None]
     if given and precision != "int8":
         spelled = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UserError(f"{spelled} choose int8 calibration pictures; add --precision int8")
+        raise UserError(f"{spelled}: only for --precision int8 (they choose its calibration pictures)")
 
 
 def int8_network(model: YOLO, img: int, calibration: Calibration) -> Any:
