@@ -76,14 +76,17 @@ class Detector:
     def predict(self, images: Any, save: bool = False, **kwargs: Any) -> list[Results] | dict[str, Any]:
         """Detect on paths, folders, globs, videos, arrays or PIL images -> one `Results` per picture
         (`scaledyolo.predict.predict` options). `save=True` is `scaledyolo predict` instead: pictures,
-        videos, labels and JSON written to a run folder (`run_predict` options), its summary returned."""
+        videos, labels and JSON written to a run folder (`run_predict` options), its summary returned.
+        Both take `precision` ("fp32", "bf16", "fp16" on a GPU, "int8" on the CPU) and, for int8,
+        `calib` (a folder), `data` (a data YAML's val split) and `calib_images` (see `scaledyolo.precision`)."""
         if save:
             return run_predict(self.model, images, **kwargs)
         return predict(self.model, images, **kwargs)
 
     def val(self, data: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
         """COCO metrics on a data YAML's split (`run_val` options; default data: the one our checkpoint
-        was trained on). The model takes the data YAML's class names."""
+        was trained on). The model takes the data YAML's class names. `precision` as in `predict`; int8
+        calibrates on `calib` or else the data YAML's train split."""
         return run_val(self.model, data, **kwargs)
 
     def train(self, data: str | Path, **kwargs: Any) -> Path:
@@ -113,5 +116,6 @@ class Detector:
         return model_report(self.model, img_size=img)
 
     def bench(self, **kwargs: Any) -> dict[str, Any]:
-        """Latency, images/s and the fraction of the machine's peak (`scaledyolo.bench.benchmark` options)."""
+        """Latency, images/s and the fraction of the machine's peak (`scaledyolo.bench.benchmark` options;
+        `precision="int8"` with `calib`/`data`, else random calibration pictures)."""
         return benchmark(self.model, **kwargs)
