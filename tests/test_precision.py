@@ -130,7 +130,7 @@ def test_val_int8_scores_within_tolerance_of_fp32(tiny, tmp_path):
     data = _pseudo_labelled_split(tmp_path, predict(tiny, [str(p) for p in photos], conf=0.25, img=256), photos)
     fp32 = scaledyolo.Detector(tiny).val(data, img=256, batch=2, progress=False)
     int8 = scaledyolo.Detector(tiny).val(data, img=256, batch=2, progress=False, precision="int8")
-    assert fp32["map50"] > 0.9 and int8["images"] == 2 and int8["precision"] == "int8"
+    assert fp32["map50"] > 0.9 and int8["images"] == 2 and int8["inference_precision"] == "int8"
     assert abs(int8["map50"] - fp32["map50"]) <= 0.1, (fp32["map50"], int8["map50"])
     assert abs(int8["map"] - fp32["map"]) <= 0.1, (fp32["map"], int8["map"])
 

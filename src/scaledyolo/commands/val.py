@@ -44,7 +44,7 @@ def format_table(result: dict[str, Any]) -> str:
     s = result["speed"]
     lines.append(f"Speed: {s['inference_ms']:.1f} ms inference, {s['nms_ms']:.1f} ms NMS, {s['total_ms']:.1f} ms total "
                  f"per image at {result.get('img', '?')} px {result.get('geometry', '')} "
-                 f"{result.get('precision', '')}".rstrip())
+                 f"{result.get('inference_precision', '')}".rstrip())
     return "\n".join(lines)
 
 

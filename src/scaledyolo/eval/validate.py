@@ -291,7 +291,8 @@ def run_val(weights: str | Path | YOLO, data: str | Path | None = None, img: int
     `precision`: fp32 (default: the model as it is), bf16 or fp16 (our fast path), int8 (CPU, OpenVINO;
     `scaledyolo.precision`), int8 calibrated on up to `calib_images` (default 300) pictures of the
     folder `calib`, else of the data YAML's train split (never the split scored). The result is
-    `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`, `precision`.
+    `validate`'s dict plus `names`, `weights`, `data`, `split`, `img`, `geometry`, `inference_precision`
+    (`precision` is the metric).
     """
     check_precision_options(precision, device, calib=calib, calib_images=calib_images)
     if half and precision != "fp32":
@@ -327,7 +328,7 @@ def run_val(weights: str | Path | YOLO, data: str | Path | None = None, img: int
                       category_ids=cfg.category_ids, progress=progress, verbose=verbose)
     result.update({"names": list(cfg.names), "weights": weights.spec.name if isinstance(weights, YOLO) else str(weights),
                    "data": str(data), "split": split,
-                   "img": img_size, "geometry": geometry, "precision": precision,
+                   "img": img_size, "geometry": geometry, "inference_precision": precision,
                    "subnet": subnet, "tta": tta, "problems": list(getattr(dataset, "problems", []) or [])})
     summarize_files("val", result["problems"], dataset.warned)
     return result
