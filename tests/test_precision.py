@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import scaledyolo
+from scaledyolo.bench import benchmark
 from scaledyolo.cli import main
 from scaledyolo.errors import UserError
 from scaledyolo.models.inference import prepare_for_inference
@@ -167,3 +168,10 @@ def test_cli_refuses_int8_it_cannot_run_with_one_line(extra, tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_bench_int8_refuses_the_backends_that_do_not_run_it():
+    with pytest.raises(UserError, match="use --backend torch"):
+        benchmark("yolov4-tiny", img=64, precision="int8", backend="onnxruntime", runs=1, warmup=0)
+    with pytest.raises(UserError, match="only for --precision int8"):
+        benchmark("yolov4-tiny", img=64, calib_images=5, runs=1, warmup=0)

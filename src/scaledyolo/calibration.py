@@ -21,7 +21,6 @@ sorted list. Unreadable files are reported and skipped.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -121,9 +120,8 @@ def val_calibration(data: str | Path, calib: str | Path | None = None, limit: in
 
 
 def random_calibration(limit: int | None = None, seed: int = 0) -> Calibration:
-    """Random pictures (bench without --calib/--data), with a notice on stderr that only the speed means anything."""
-    print("bench: int8 calibrated on random pictures (no --calib/--data): only the speed is meaningful",
-          file=sys.stderr)
+    """Random pictures (bench without --calib/--data), with a logged notice that only the speed means anything."""
+    LOGGER.warning("bench: int8 calibrated on random pictures (no --calib/--data): only the speed is meaningful")
     rng = np.random.default_rng(seed)
     count = min(_limit(limit), RANDOM_PICTURES)
     pictures = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(count)]
