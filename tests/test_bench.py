@@ -16,7 +16,8 @@ import scaledyolo
 from scaledyolo.bench import benchmark
 from scaledyolo.cli import main
 from scaledyolo.models.analysis import count_flops
-from scaledyolo.models.inference import MISH_CHUNK, FastConv, max_pool_2x2, negated_mish, prepare_for_inference
+from scaledyolo.models.fast_blocks import MISH_CHUNK, FastConv, max_pool_2x2, negated_mish
+from scaledyolo.models.inference import prepare_for_inference
 
 
 def _randomized(name: str, seed: int = 0) -> scaledyolo.models.YOLO:
