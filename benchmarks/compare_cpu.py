@@ -13,8 +13,10 @@ on the same weights and the same input:
 - `opencv`: `cv2.dnn.readNetFromDarknet` on the cfg + weights (P5: `readNetFromONNX`);
 - `onnxruntime`: our ONNX export, CPU provider, all graph optimisations, its defaults otherwise;
 - `openvino`: our ONNX export on OpenVINO's CPU plugin with `INFERENCE_PRECISION_HINT=f32` (its
-  default on a bf16-capable CPU is bf16, a different computation); `openvino-int8`: our int8 IR
-  (NNCF, calibrated on random pictures: a speed figure only; accuracy lives in precision_accuracy.py).
+  default on a bf16-capable CPU is bf16, a different computation);
+- `ours-int8` (with `--int8`): what `--precision int8` runs (`precision.int8_network`: our graph
+  quantised by NNCF, run by OpenVINO with the f32 hint for what stays float), calibrated on random
+  pictures: a speed figure only; its accuracy lives in precision_accuracy.py.
 
 Why separate processes: engines in one process share the OpenMP/TBB pools and allocator state, and
 one engine's spinning threads slow the next; a user runs one engine per process. Each worker loads
@@ -44,14 +46,16 @@ import scaledyolo  # first: it sets the OpenMP wait policy before torch loads th
 import cv2
 import numpy as np
 import torch
+from scaledyolo.calibration import random_calibration
 from scaledyolo.interop.darknet import model_from_cfg, save_weights
 from scaledyolo.interop.onnx import export_onnx
 from scaledyolo.models.inference import prepare_for_inference
+from scaledyolo.precision import int8_network
 
 CFG_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "darknet"
 CASES = {"tiny": ("yolov4-tiny", 416), "csp": ("yolov4-csp", 512), "p5": ("yolov4-p5", 640)}
 PEERS = ("opencv", "onnxruntime", "openvino")
-ENGINES = ("ours", "ours-bf16", "opencv", "onnxruntime", "openvino", "openvino-int8")
+ENGINES = ("ours", "ours-bf16", "ours-int8", "opencv", "onnxruntime", "openvino")
 
 
 def cpuinfo(key: str) -> str:
@@ -121,6 +125,10 @@ def make_engine(engine: str, key: str, files: dict[str, str],
         precision = "bf16" if engine == "ours-bf16" else "fp32"
         fast = prepare_for_inference(load_ours(key, files), "cpu", precision=precision, img_size=size)
         return (lambda blob: fast(torch.from_numpy(blob)).float().numpy()), f"scaledyolo {precision} fast path"
+    if engine == "ours-int8":
+        torch.set_num_threads(threads)
+        network = int8_network(load_ours(key, files), size, random_calibration(8))
+        return (lambda blob: network(torch.from_numpy(blob)).numpy()), "scaledyolo int8 (NNCF, OpenVINO runs it)"
     if engine == "opencv":
         cv2.setNumThreads(threads)
         if key == "p5":
@@ -149,19 +157,13 @@ def make_engine(engine: str, key: str, files: dict[str, str],
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-    graph = core.read_model(files["onnx"])
-    if engine == "openvino-int8":
-        from scaledyolo.interop.quantize import quantize_int8
-
-        rng = np.random.default_rng(0)
-        graph = quantize_int8(graph, [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(8)])
-        config.pop("INFERENCE_PRECISION_HINT")
-    request = core.compile_model(graph, "CPU", config).create_infer_request()
+    request = core.compile_model(core.read_model(files["onnx"]), "CPU",
+                                 {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+                                 ).create_infer_request()
 
     def run_openvino(blob: np.ndarray) -> np.ndarray:
         return next(iter(request.infer({0: blob}).values()))
-    return run_openvino, f"OpenVINO {ov.__version__.split('-')[0]} {'int8 (NNCF)' if engine.endswith('int8') else 'f32 hint'}"
+    return run_openvino, f"OpenVINO {ov.__version__.split('-')[0]} f32 hint"
 
 
 def opencv_to_ours(model: torch.nn.Module, cv_outs: list[np.ndarray], size: int) -> np.ndarray:
@@ -299,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "csp"], choices=list(CASES))
     parser.add_argument("--engines", nargs="+", default=None, choices=ENGINES,
-                        help="default: all, ours-bf16 only on a bf16-capable CPU, openvino-int8 only with --int8")
-    parser.add_argument("--int8", action="store_true", help="also time our int8 OpenVINO IR (quantising takes minutes)")
+                        help="default: all, ours-bf16 only on a bf16-capable CPU, ours-int8 only with --int8")
+    parser.add_argument("--int8", action="store_true", help="also time our --precision int8 path (quantising takes minutes)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--reps", type=int, default=3, help="timed calls per engine per round")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine")
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.models[0], json.loads(args.files), args.threads)
         return 0
     engines = args.engines or [e for e in ENGINES if (e != "ours-bf16" or {"avx512_bf16", "amx_bf16"} & cpu_flags())
-                               and (e != "openvino-int8" or args.int8)]
+                               and (e != "ours-int8" or args.int8)]
     if "ours" not in engines:
         engines.insert(0, "ours")
     torch.set_num_threads(args.threads)
