@@ -8,9 +8,9 @@ stays within 0.3 points of fp32. Every path scores the same square-letterboxed v
 `scaledyolo.eval.validate.validate` (pycocotools), so only the arithmetic differs:
 
 - `ours fp32` / `ours bf16`: `prepare_for_inference(model, precision=...)`, our fast path;
-- `openvino f32` / `openvino int8`: our OpenVINO IR (`interop.openvino`), f32 compiled with the f32
-  hint, int8 quantised by NNCF (`interop.quantize`) on `--calib` pictures, which must not be the
-  validation pictures (the training split's images are the honest choice).
+- `openvino f32`: our OpenVINO graph (`interop.openvino`) compiled with the f32 hint;
+- `ours int8`: what `--precision int8` runs (`precision.int8_network`: NNCF on `--calib` pictures,
+  which must not be the validation pictures; the training split's images are the honest choice).
 
 Prints mAP@.5:.95 and mAP@.5 of each path and its difference to ours fp32 in points, and how many
 of ours fp32's detections (score >= 0.25) each path finds again (same class, IoU >= 0.9). With
@@ -30,13 +30,14 @@ import scaledyolo  # first: sets the OpenMP wait policy before torch loads
 
 import numpy as np
 import torch
-from scaledyolo.calibration import calibration_files, calibration_samples
+from scaledyolo.calibration import Calibration, calibration_files
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.loader import create_dataloader
 from scaledyolo.eval.validate import validate
-from scaledyolo.interop.openvino import COMPILE_F32, ov, to_openvino
-from scaledyolo.interop.quantize import quantize_int8
+from scaledyolo.interop.openvino import to_openvino
+from scaledyolo.interop.openvino_network import OpenVINONetwork
 from scaledyolo.models.inference import prepare_for_inference
+from scaledyolo.precision import int8_network
 from scaledyolo.ops.boxes import box_iou
 
 AGREE_SCORE, AGREE_IOU = 0.25, 0.9
@@ -53,22 +54,6 @@ def agreement(reference: list[np.ndarray], other: list[np.ndarray]) -> tuple[int
             same = ref[:, 5:6] == det[None, :, 5]
             found += int(((iou >= AGREE_IOU) & same).any(1).sum())
     return total, found / max(total, 1)
-
-
-class OpenVINOModel(torch.nn.Module):
-    """A compiled OpenVINO graph behind the module interface `validate` drives (fixed square input)."""
-
-    def __init__(self, graph: "ov.Model", config: dict[str, Any], names: list[str]):
-        super().__init__()
-        self.request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
-        self.names = names
-        self.num_classes = len(names)
-        self.device_marker = torch.nn.Parameter(torch.zeros(0), requires_grad=False)  # validate reads the device here
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [torch.from_numpy(next(iter(self.request.infer({0: image[None].float().numpy()}).values())))
-                   for image in x]
-        return torch.cat(outputs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,13 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     names = list(model.names)
     cfg = load_data_config(args.data)
     loader, dataset = create_dataloader(cfg, args.split, img, args.batch, rect=False, stride=stride)
-    graph = to_openvino(model, img=img)
-    samples = calibration_samples(calibration_files(calib=args.calib), img, stride, limit=args.calib_images)
+    calibration = Calibration(calibration_files(calib=args.calib), str(args.calib), args.calib_images)
     paths = {
         "ours fp32": prepare_for_inference(model, "cpu", precision="fp32", img_size=img),
         "ours bf16": prepare_for_inference(model, "cpu", precision="bf16", img_size=img),
-        "openvino f32": OpenVINOModel(graph, COMPILE_F32, names),
-        "openvino int8": OpenVINOModel(quantize_int8(graph, samples), {}, names),
+        "openvino f32": OpenVINONetwork(to_openvino(model, img, dynamic=True), names, model.spec, list(model.strides)),
+        "ours int8": int8_network(model, img, calibration),
     }
     rows, predictions = {}, {}
     for label, runner in paths.items():
@@ -110,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"weights": args.weights, "img": img, "images": len(dataset), "rows": rows}, indent=2))
         return 0
     print(f"{args.weights} at {img} px, {len(dataset)} {args.split} images, int8 calibrated on "
-          f"{len(samples)} pictures of {args.calib}")
+          f"{min(len(calibration.pictures), args.calib_images)} pictures of {args.calib}")
     print(f"| path | mAP@.5:.95 | mAP@.5 | vs ours fp32 (points) | of fp32's {base['reference_detections']} "
           f"detections >= {AGREE_SCORE}, found (IoU >= {AGREE_IOU}) |")
     print("|---|---|---|---|---|")
