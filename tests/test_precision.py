@@ -22,7 +22,8 @@ from scaledyolo.cli import main
 from scaledyolo.errors import UserError
 from scaledyolo.models.inference import prepare_for_inference
 from scaledyolo.ops.boxes import box_iou
-from scaledyolo.precision import inference_network
+from scaledyolo.calibration import Calibration
+from scaledyolo.precision import inference_network, int8_network
 from scaledyolo.predict import predict
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -94,6 +95,24 @@ def test_openvino_network_unquantised_equals_our_fp32_fast_path(monkeypatch):
         torch.testing.assert_close(out[..., 4:], expected[..., 4:], atol=1e-4, rtol=1e-4)  # probabilities
     assert list(network.requests) == [(2, 3, 128, 128), None]
     assert network.eval() is network and not network.train().training
+
+
+def test_int8_network_is_quantised_once_per_weights_size_and_source(monkeypatch):
+    """Repeated calls reuse the network; new weights, another size or another source quantise again."""
+    from scaledyolo.interop import quantize
+
+    calls = []
+    monkeypatch.setattr(quantize, "quantize_int8", lambda graph, samples: calls.append(len(samples)) or graph)
+    model = scaledyolo.build_model("yolov4-tiny", num_classes=2).eval()
+    pictures = [np.full((64, 80, 3), 128, np.uint8)]
+    first = int8_network(model, 64, Calibration(pictures, "photos"))
+    assert int8_network(model, 64, Calibration(pictures, "photos")) is first and calls == [1]
+    assert int8_network(model, 96, Calibration(pictures, "photos")) is not first
+    assert int8_network(model, 96, Calibration(pictures, "other photos")) is not first
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    int8_network(model, 96, Calibration(pictures, "other photos"))
+    assert calls == [1, 1, 1, 1]
 
 
 def test_int8_needs_the_cpu_and_calibration():

@@ -17,6 +17,7 @@ costs measured so far are in benchmarks/README.md).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ import torch
 from scaledyolo.calibration import Calibration
 from scaledyolo.devices import INFERENCE_PRECISIONS, check_precision
 from scaledyolo.errors import UserError
-from scaledyolo.models.inference import cached_inference_model, prepare_for_inference
+from scaledyolo.models.inference import cached_inference_model, prepare_for_inference, weights_key
 from scaledyolo.models.yolo import YOLO
 
 LOGGER = logging.getLogger("scaledyolo.precision")
@@ -62,14 +63,29 @@ def check_precision_options(precision: str, device: str | torch.device | None = 
         raise UserError(f"{spelled}: only for --precision int8 (they choose its calibration pictures)")
 
 
+_INT8_CACHE: "weakref.WeakKeyDictionary[YOLO, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
 def int8_network(model: YOLO, img: int, calibration: Calibration) -> Any:
-    """`model` quantised to int8 by NNCF on `calibration`'s pictures at `img` x `img`, as an `OpenVINONetwork`."""
+    """`model` quantised to int8 by NNCF on `calibration`'s pictures at `img` x `img`, as an `OpenVINONetwork`.
+
+    Quantising takes seconds to minutes, so the last network of each model is kept and reused while
+    the weights, the size and the calibration source stay the same (a loop calling
+    `Detector.predict(frame, precision="int8")` quantises once, on its first frames).
+    """
     # OpenVINO and NNCF are optional and take seconds to import: only int8 loads them
     from scaledyolo.interop.openvino import to_openvino
     from scaledyolo.interop.openvino_network import OpenVINONetwork
     from scaledyolo.interop.quantize import quantize_int8
 
+    key = (img, calibration.source, calibration.limit, weights_key(model))
+    hit = _INT8_CACHE.get(model)
+    if hit is not None and hit[0] == key:
+        LOGGER.info("int8: reusing the network calibrated on %s", calibration.source)
+        return hit[1]
     samples = calibration.samples(img, model.spec.max_stride)
     graph = quantize_int8(to_openvino(model, img, dynamic=True), samples)
     LOGGER.info(calibration.describe(len(samples)))
-    return OpenVINONetwork(graph, list(model.names), model.spec, list(model.strides))
+    network = OpenVINONetwork(graph, list(model.names), model.spec, list(model.strides))
+    _INT8_CACHE[model] = (key, network)
+    return network

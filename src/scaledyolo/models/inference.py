@@ -173,7 +173,7 @@ def prepare_for_inference(model: YOLO, device: str | torch.device = "cpu", preci
 _CACHE: "weakref.WeakKeyDictionary[YOLO, tuple[tuple, InferenceModel]]" = weakref.WeakKeyDictionary()
 
 
-def _weights_key(model: YOLO) -> tuple:
+def weights_key(model: YOLO) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place (optimizer steps,
     load_state_dict, BN statistics updates), so a cached fast copy is never stale."""
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
@@ -185,7 +185,7 @@ def cached_inference_model(model: YOLO, device: str | torch.device = "cpu",
 
     `model.predict` calls this, so repeated calls pay the one-off preparation once.
     """
-    key = (str(torch.device(device)), img_size, _weights_key(model))
+    key = (str(torch.device(device)), img_size, weights_key(model))
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
