@@ -25,7 +25,10 @@ _ONE = torch.ones(())  # the 1 of 1 + r^2 (addcmul's input; a 0-dim tensor takes
 def _mish_in_place(z: torch.Tensor) -> None:
     """`z <- mish(-z)` in three passes: ``r = sigmoid(z)``, ``r <- 1 + r^2``, ``z <- z - 2 z / r``."""
     r = torch.sigmoid(z)
-    torch.addcmul(_ONE, r, r, out=r)
+    if r.device.type == "cpu":
+        torch.addcmul(_ONE, r, r, out=r)
+    else:  # a CPU 0-dim input is not accepted by every CUDA kernel; two in-place passes instead
+        r.mul_(r).add_(1)
     z.addcdiv_(z, r, value=-2)
 
 
@@ -39,7 +42,7 @@ def negated_mish(z: torch.Tensor) -> torch.Tensor:
     several times slower), with no overflow (r stays in 0-1). A large activation is done in chunks
     that fit the core's L2 cache, so only the first pass reads main memory.
     """
-    if torch.compiler.is_compiling():  # inductor fuses the three passes into one loop itself
+    if torch.compiler.is_compiling() or z.device.type != "cpu":  # inductor fuses the passes; chunks pay on CPUs
         _mish_in_place(z)
         return z
     if z.is_contiguous():
