@@ -22,7 +22,8 @@ What it does, and why each step pays on a CPU (measured in `benchmarks/README.md
   fresh pages for each activation of every call, 20% of the CPU time of yolov4-csp at 512;
 - optionally (`compile=True`) the whole graph goes through torch.compile with inductor's weight
   freezing, which fuses the element-wise work into single passes (needs a C++ compiler; the first
-  call compiles, which takes tens of seconds, so it is not the default).
+  call compiles, which takes tens of seconds; on the Intel CPU of benchmarks/README.md it ran slower
+  than this eager path, so it is not the default).
 
 Reduced precision (`precision="bf16"`) runs the network in bfloat16 (AVX512-BF16 doubles the
 convolution throughput) and decodes the boxes in float32; it is never the default (see DESIGN.md).
