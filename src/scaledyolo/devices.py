@@ -29,11 +29,20 @@ def check_precision(precision: str, device: str | torch.device | None = None,
     has it, as `INFERENCE_PRECISIONS` does) runs through OpenVINO on the CPU only."""
     if precision not in choices:
         raise UserError(f"--precision must be one of {', '.join(choices)}, got {precision!r}")
-    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
+    kind = None if device is None else _device_type(device)
+    if precision == "fp16" and kind == "cpu":
         raise UserError("--precision fp16 needs a GPU; on the CPU use bf16 (--half means bf16 there) or fp32")
-    if precision == "int8" and device is not None and torch.device(device).type != "cpu":
+    if precision == "int8" and kind not in (None, "cpu"):
         raise UserError(f"--precision int8 runs through OpenVINO on the CPU; use --device cpu (not {device})")
     return precision
+
+
+def _device_type(device: str | torch.device) -> str:
+    """"cpu", "cuda", "mps", ... of a torch device or of a `--device` text as users write it ("0,1", "cuda:0")."""
+    if isinstance(device, torch.device):
+        return device.type
+    text = str(device).strip().lower()
+    return "cuda" if text and _cuda_ids(text) is not None else text.split(":")[0]
 
 
 def model_device(model: object) -> torch.device:

@@ -52,11 +52,9 @@ def inference_network(model: YOLO, precision: str = "fp32", device: str | torch.
 
 
 def check_precision_options(precision: str, device: str | torch.device | None = None, **options: Any) -> None:
-    """Before anything is loaded: a UserError for an unknown precision, int8 on a device that is not the
-    CPU, or calibration options (`calib`, `data`, `calib_images`: not None) without int8."""
-    check_precision(precision, choices=INFERENCE_PRECISIONS)
-    if precision == "int8" and device is not None and str(device).strip().lower() not in ("cpu", "cpu:0"):
-        raise UserError(f"--precision int8 runs through OpenVINO on the CPU; use --device cpu (not {device})")
+    """Before anything is loaded: a UserError for an unknown precision, one `device` (as the user spelled
+    it) cannot run (`devices.check_precision`), or calibration options (`calib`, `data`, `calib_images`: not None) without int8."""
+    check_precision(precision, device, INFERENCE_PRECISIONS)
     given = [name for name, value in options.items() if value is not None]
     if given and precision != "int8":
         spelled = ", ".join("--" + name.replace("_", "-") for name in given)
