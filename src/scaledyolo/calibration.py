@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scaledyolo.data.augment import letterbox
+from scaledyolo.data.augment import preprocess
 from scaledyolo.data.dataset import load_data_config
 from scaledyolo.data.formats import is_image_file, list_folder
 from scaledyolo.data.split_files import read_split
@@ -148,8 +148,8 @@ def calibration_samples(files: Sequence[Path | np.ndarray], img: int, stride: in
         except UserError as exc:
             LOGGER.warning("calibration: skipping %s", exc)
             continue
-        boxed = letterbox(rgb, img, auto=False, stride=stride)[0]
-        samples.append(np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255))
+        batch, _ = preprocess([rgb], img, stride, geometry="square")
+        samples.append(batch.numpy() / np.float32(255))
     if not samples:
         raise UserError(f"none of the {len(chosen)} calibration images could be read", _shown(chosen[0]))
     return samples

@@ -268,8 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true",
                    help="show annotated pictures in a window where a display exists (else a warning)")
     add_precision(p, "fp32", "--data's val split, else the source's own pictures; a video, webcam or stream "
-                             "source needs --calib or --data")
-    p.add_argument("--data", default=None, help="with --precision int8: data YAML whose val split calibrates")
+                             "source needs --calib or --data", data=True)
     handlers["predict"] = predict.run
 
     p = sub.add_parser("bench", help="latency, images/s and achieved GFLOP/s vs the machine's measured peak",
@@ -287,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision(p, None, "--data's val split, else random pictures: then only the speed is meaningful",
                   help="fp32 (default, exact), bf16 (CPU with AVX512-BF16/AMX, or GPU), fp16 (GPU), int8 (CPU: "
                        "what predict/val --precision int8 run, our network quantised by NNCF on OpenVINO, with "
-                       "--backend torch, the default, or openvino alike)")
-    p.add_argument("--data", default=None, help="with --precision int8: data YAML whose val split calibrates")
+                       "--backend torch, the default, or openvino alike)", data=True)
     p.add_argument("--half", action="store_true", help="16-bit: fp16 on a GPU, bf16 on the CPU")
     p.add_argument("--subnet", default=None, help="time a once-for-all subnet, e.g. p7-p7-p6 (kept output levels)")
     p.add_argument("--compile", action="store_true",

@@ -42,12 +42,15 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def add_precision(p: argparse.ArgumentParser, default: str | None, calibrated_on: str,
-                  help: str = PRECISION_HELP) -> None:
-    """`--precision` (choices `devices.INFERENCE_PRECISIONS`), `--calib DIR` and `--calib-images N`; int8's
-    calibration default (`calibrated_on`) is the command's own."""
+                  help: str = PRECISION_HELP, data: bool = False) -> None:
+    """`--precision` (choices `devices.INFERENCE_PRECISIONS`), `--calib DIR`, `--calib-images N` and with
+    `data` a `--data YAML` whose val split calibrates; int8's calibration default (`calibrated_on`) is the
+    command's own."""
     p.add_argument("--precision", default=default, choices=INFERENCE_PRECISIONS, help=help)
     p.add_argument("--calib", default=None, metavar="DIR",
                    help=f"with --precision int8: folder of calibration images (default: {calibrated_on})")
+    if data:
+        p.add_argument("--data", default=None, help="with --precision int8: data YAML whose val split calibrates")
     p.add_argument("--calib-images", type=int, default=None, metavar="N",
                    help=f"with --precision int8: calibrate on at most N pictures, spread over the set "
                         f"(default {DEFAULT_LIMIT})")

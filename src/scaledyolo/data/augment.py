@@ -3,6 +3,8 @@
 Every random choice comes from a `numpy.random.Generator` passed in by the caller, so a sample's
 augmentation depends only on its seed (reproducible whatever the number of loader workers).
 Boxes are `(n, 5)` arrays `[class, x1, y1, x2, y2]` in pixels of the image they belong to.
+`letterbox` and `preprocess` (pictures letterboxed into one inference batch) also serve val, predict
+and int8 calibration, so every path sees pictures prepared the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 PAD_VALUE = 114
 
@@ -41,6 +44,21 @@ def letterbox(img: np.ndarray, new_shape: int | Sequence[int], color: tuple[int,
     top, left = dh // 2, dw // 2
     img = cv2.copyMakeBorder(img, top, dh - top, left, dw - left, cv2.BORDER_CONSTANT, value=color)
     return img, (unpad_w / shape[1], unpad_h / shape[0]), (float(left), float(top))
+
+
+def preprocess(images: Sequence[np.ndarray], size: int, stride: int, geometry: str = "rect"
+               ) -> tuple[torch.Tensor, list[tuple[tuple[float, float], tuple[float, float]]]]:
+    """RGB pictures -> a uint8 (B, 3, H, W) batch and each picture's (ratio, padding).
+
+    `square`: every picture letterboxed into `size` x `size`. `rect`: one picture, or pictures of
+    one shape, get the smallest stride-multiple rectangle (less padding, faster, as the official
+    detect); mixed shapes share the square.
+    """
+    boxed = [letterbox(im, size, auto=geometry == "rect", stride=stride) for im in images]
+    if geometry == "rect" and len({b[0].shape for b in boxed}) > 1:
+        boxed = [letterbox(im, size, auto=False, stride=stride) for im in images]
+    batch = np.stack([b[0] for b in boxed]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
 
 
 def box_candidates(before: np.ndarray, after: np.ndarray, wh_thr: float = 2.0, ar_thr: float = 20.0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from scaledyolo.calibration import Calibration, predict_calibration
-from scaledyolo.data.augment import letterbox
+from scaledyolo.data.augment import preprocess
 from scaledyolo.devices import select_device, synchronize
 from scaledyolo.errors import UserError
 from scaledyolo.eval.tta import model_output
@@ -46,21 +46,6 @@ def _input_size(model: torch.nn.Module, img: int | None) -> int:
     if size <= 0:
         raise UserError(f"image size must be positive, got {size}")
     return round_img_size(size, _model_stride(model))
-
-
-def preprocess(images: Sequence[np.ndarray], size: int, stride: int, geometry: str = "rect"
-               ) -> tuple[torch.Tensor, list[tuple[tuple[float, float], tuple[float, float]]]]:
-    """RGB pictures -> a uint8 (B, 3, H, W) batch and each picture's (ratio, padding).
-
-    `square`: every picture letterboxed into `size` x `size`. `rect`: one picture, or pictures of
-    one shape, get the smallest stride-multiple rectangle (less padding, faster, as the official
-    detect); mixed shapes share the square.
-    """
-    boxed = [letterbox(im, size, auto=geometry == "rect", stride=stride) for im in images]
-    if geometry == "rect" and len({b[0].shape for b in boxed}) > 1:
-        boxed = [letterbox(im, size, auto=False, stride=stride) for im in images]
-    batch = np.stack([b[0] for b in boxed]).transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(batch)), [(b[1], b[2]) for b in boxed]
 
 
 class Predictor:
