@@ -42,19 +42,21 @@ def negated_mish(z: torch.Tensor) -> torch.Tensor:
     several times slower), with no overflow (r stays in 0-1). A large activation is done in chunks
     that fit the core's L2 cache, so only the first pass reads main memory.
     """
-    if torch.compiler.is_compiling() or z.device.type != "cpu":  # inductor fuses the passes; chunks pay on CPUs
-        _mish_in_place(z)
-        return z
-    if z.is_contiguous():
-        flat = z.view(-1)
-    elif z.is_contiguous(memory_format=torch.channels_last):
-        flat = z.permute(0, 2, 3, 1).view(-1)
-    else:
-        _mish_in_place(z)
-        return z
-    for chunk in flat.split(MISH_CHUNK):
-        _mish_in_place(chunk)
+    for part in _cache_sized_parts(z):
+        _mish_in_place(part)
     return z
+
+
+def _cache_sized_parts(z: torch.Tensor) -> Sequence[torch.Tensor]:
+    """`z` as `MISH_CHUNK`-element views when it is a dense CPU tensor (either layout), else `z` whole:
+    under torch.compile inductor fuses the passes itself, and chunks pay only on a CPU's L2."""
+    if torch.compiler.is_compiling() or z.device.type != "cpu":
+        return [z]
+    if z.is_contiguous():
+        return z.view(-1).split(MISH_CHUNK)
+    if z.is_contiguous(memory_format=torch.channels_last):
+        return z.permute(0, 2, 3, 1).view(-1).split(MISH_CHUNK)
+    return [z]
 
 
 def _post_op(act: nn.Module) -> tuple[str, list[float]]:
